@@ -309,3 +309,21 @@ def fetch_all(
         _fetch_entry(entry, root, cache, download, verify)
         for _, entry in tqdm(manifest.iterrows(), total=len(manifest), desc=DATASET, unit="file")
     ]
+
+
+def sample_fields(root: str | os.PathLike | None = None, download: bool = True) -> pd.DataFrame:
+    """The real CPJUMP1 sample fields of view, fetched when missing.
+
+    One row per field: ``compound`` (the folder name under ``images/``), ``well``, ``field``,
+    ``folder`` (read it with :func:`cellstudy.images.read_field`).
+    """
+    from cellstudy.images import parse_name, well_id
+
+    paths = fetch_all("images/*", root=root, download=download)
+    rows = {}
+    for path in paths:
+        name = parse_name(path.name)
+        well = well_id(name.row, name.col)
+        rows[(path.parent.name, well, name.field)] = {
+            "compound": path.parent.name, "well": well, "field": name.field, "folder": str(path.parent)}
+    return pd.DataFrame(list(rows.values())).sort_values(["compound", "well"], ignore_index=True)

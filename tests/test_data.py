@@ -281,3 +281,12 @@ def test_fetch_shared_data_without_network(monkeypatch):
     paths = data.fetch_all(download=False)
     assert len(paths) == len(data.load_manifest()) and all(p.is_relative_to(SHARED) and p.is_file() for p in paths)
     assert sorted(data.fetch_all("images/FK-866/*", download=False)) == sorted((SHARED / "cpjump1" / "images" / "FK-866").glob("*.tiff"))
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared data not available")
+def test_sample_fields_lists_the_ten_real_fields_from_the_readme():
+    fields = data.sample_fields(SHARED, download=False)
+    assert len(fields) == 10
+    assert fields.groupby("compound")["well"].apply(sorted)["FK-866"] == ["D08", "L09"]
+    assert dict(zip(fields["compound"], fields["well"]))["DMSO"] == "D14"
+    assert set(fields["field"]) == {5}
