@@ -6,6 +6,7 @@ Run as ``python -m cellstudy.bookcheck book/_build/html --screenshots build/scre
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -23,23 +24,42 @@ CHROMIUM_FLAGS = (
 )
 
 
-class _ImageSources(HTMLParser):
+class _PageParser(HTMLParser):
+    """Collects image sources and a ``<meta http-equiv="refresh">`` redirect target."""
+
     def __init__(self) -> None:
         super().__init__()
         self.sources: list[str] = []
+        self.redirect: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "img":
-            src = dict(attrs).get("src")
-            if src:
-                self.sources.append(src)
+        attributes = dict(attrs)
+        if tag == "img" and attributes.get("src"):
+            self.sources.append(attributes["src"])
+        if tag == "meta" and (attributes.get("http-equiv") or "").lower() == "refresh":
+            match = re.search(r"url=(\S+)", attributes.get("content") or "", flags=re.IGNORECASE)
+            self.redirect = match.group(1).strip("'\"") if match else None
+
+
+def _parse(page: Path) -> _PageParser:
+    parser = _PageParser()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
 
 
 def image_sources(page: Path) -> list[str]:
     """The ``src`` of every ``<img>`` in an HTML page."""
-    parser = _ImageSources()
-    parser.feed(page.read_text(encoding="utf-8"))
-    return parser.sources
+    return _parse(page).sources
+
+
+def follow_redirect(page: Path) -> Path:
+    """The page a ``<meta http-equiv="refresh">`` page points to (``page`` itself if none).
+
+    Jupyter Book's ``index.html`` is such a redirect; headless Chromium never finishes a
+    screenshot of it.
+    """
+    target = _parse(page).redirect
+    return (page.parent / target).resolve() if target else page
 
 
 def broken_images(page: Path) -> list[str]:
@@ -107,7 +127,7 @@ def check_book(html_dir: Path, screenshot_dir: Path | None = None, min_figures: 
         if n_images < min_figures:
             problems.append(f"{page.relative_to(html_dir)}: {n_images} figures, expected >= {min_figures}")
     if screenshot_dir is not None:
-        for page in [index, *notebook_pages]:
+        for page in [follow_redirect(index), *notebook_pages]:
             png = screenshot(page, Path(screenshot_dir) / f"{page.stem}.png")
             if is_blank(png):
                 problems.append(f"{page.relative_to(html_dir)}: blank screenshot {png}")

@@ -28,6 +28,13 @@ def test_image_sources_lists_every_img(tmp_path):
     assert bookcheck.image_sources(page) == ["a.png", "b/c.png"]
 
 
+def test_follow_redirect_reads_meta_refresh(tmp_path):
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=intro.html" />')
+    (tmp_path / "intro.html").write_text("<p>intro</p>")
+    assert bookcheck.follow_redirect(tmp_path / "index.html") == (tmp_path / "intro.html").resolve()
+    assert bookcheck.follow_redirect(tmp_path / "intro.html") == tmp_path / "intro.html"
+
+
 def test_good_book_has_no_problems(tmp_path):
     book = _book(tmp_path, '<img src="../_images/fig.png">')
     assert bookcheck.check_book(book) == []
