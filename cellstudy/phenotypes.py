@@ -1,0 +1,414 @@
+"""Latent morphological phenotypes of CPJUMP1 perturbations, with planted ground truth.
+
+A phenotype is a vector over the interpretable morphology axes of :data:`AXES`
+(nuclear size, mitochondrial fragmentation, cell count, ...); the zero vector is
+an unperturbed cell. :mod:`cellstudy.simulate` renders cells from it, each axis
+moving one rendering parameter by ``exp(gain * value)`` (or ``gain * value`` on
+the logit scale for fractions), so one unit on any axis is a clearly visible
+but not extreme change.
+
+The generative model (knobs in :class:`PhenotypeConfig`):
+
+- **Genes**: a share of genes has a visible knockout phenotype, a sparse random
+  vector (a few axes) of random norm; the rest have none. Each cell type sees a
+  correlated version of it.
+- **CRISPR guides**: the gene's phenotype times the guide's efficiency (some
+  guides fail and have none).
+- **ORFs**: weak, noisy, slightly positively correlated with the knockout.
+- **Compounds**: a random mix of their annotated targets' phenotypes (targets
+  restricted to the simulated genes) plus an off-target component; for a share
+  of compounds (polypharmacology) the mix comes from another, unannotated gene
+  instead, as BI-2536's phenotype is PLK1's.
+- **Negative controls**: zero.
+
+Every entity draws from its own random stream, keyed by the seed and its name,
+so a gene's phenotype does not depend on which other genes are simulated.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class PhenotypeAxis:
+    """One axis of the latent phenotype space.
+
+    Attributes
+    ----------
+    name
+        Column suffix used in the ground-truth tables.
+    gain
+        Rendering scale of one unit: the parameter is multiplied by ``exp(gain)``
+        (log-scale axes) or its logit shifted by ``gain`` (fraction axes).
+    description
+        What the renderer changes.
+    """
+
+    name: str
+    gain: float
+    description: str
+
+
+AXES = (
+    PhenotypeAxis("nuclear_size", 0.15, "log nucleus radii"),
+    PhenotypeAxis("nuclear_intensity", 0.25, "log Hoechst intensity of nuclei"),
+    PhenotypeAxis("chromatin_texture", 0.4, "log amplitude of chromatin granularity (DNA)"),
+    PhenotypeAxis("cell_size", 0.15, "log cell-body radii"),
+    PhenotypeAxis("cell_elongation", 0.25, "log aspect ratio of the cell body"),
+    PhenotypeAxis("mito_fragmentation", 1.0, "logit of the punctate (vs tubular) share of mitochondria"),
+    PhenotypeAxis("mito_mass", 0.25, "log mitochondrial stain intensity and perinuclear extent"),
+    PhenotypeAxis("er_spread", 0.3, "log decay length of ER density away from the nucleus"),
+    PhenotypeAxis("golgi_compaction", 0.35, "minus log angular and radial extent of the Golgi"),
+    PhenotypeAxis("actin_fibres", 0.5, "log stress-fibre strength (AGP)"),
+    PhenotypeAxis("nucleoli", 0.3, "log nucleolar size and RNA intensity"),
+    PhenotypeAxis("rna_intensity", 0.25, "log cytoplasmic RNA intensity"),
+    PhenotypeAxis("cell_count", 0.35, "log cell density (negative: toxicity)"),
+    PhenotypeAxis("mitotic_arrest", 1.0, "logit of the share of rounded mitotic cells"),
+    PhenotypeAxis("multinucleation", 1.0, "logit of the share of binucleate cells"),
+)
+"""The latent morphology axes, in vector order."""
+AXIS_NAMES = tuple(axis.name for axis in AXES)
+"""Names of :data:`AXES`, in vector order."""
+AXIS_GAINS = np.array([axis.gain for axis in AXES], dtype=np.float32)
+"""Gains of :data:`AXES`, in vector order."""
+N_AXES = len(AXES)
+"""Dimension of the latent phenotype space."""
+LATENT_PREFIX = "Latent_"
+"""Column prefix of latent phenotype values in tables (``Latent_nuclear_size``, ...)."""
+
+
+@dataclass(frozen=True)
+class PhenotypeConfig:
+    """Strength and noise of the perturbation phenotypes (all latent norms in axis units).
+
+    Attributes
+    ----------
+    visible_fraction
+        Share of genes whose knockout has a visible phenotype.
+    axes_per_gene
+        Mean number of axes a visible gene phenotype moves (at least one).
+    gene_norm
+        Median norm of a visible gene phenotype.
+    gene_norm_sd
+        Log-normal spread of that norm across genes.
+    cell_type_correlation
+        Correlation of a gene's phenotype between two cell types.
+    crispr_scale
+        Multiplier of the gene phenotype for a fully efficient guide.
+    guide_failure_fraction
+        Share of guides with no effect at all.
+    guide_efficiency_beta
+        Beta(a, b) distribution of the efficiency of the other guides.
+    orf_visible_fraction
+        Share of ORFs with a visible over-expression phenotype.
+    orf_norm
+        Norm of a visible ORF phenotype (weak).
+    orf_knockout_correlation
+        Cosine between an ORF phenotype and its gene's knockout phenotype.
+    compound_norm_scale
+        Multiplier of the target-driven compound phenotype (inhibition is stronger
+        and faster than knockout).
+    compound_potency_sd
+        Log-normal spread of compound potency.
+    off_target_norm
+        Norm of each compound's off-target phenotype.
+    polypharmacology_fraction
+        Share of compounds whose phenotype comes from an unannotated gene.
+    early_timepoint_strength
+        Phenotype multiplier at each modality's shorter time point.
+    """
+
+    visible_fraction: float = 0.5
+    axes_per_gene: float = 3.0
+    gene_norm: float = 2.0
+    gene_norm_sd: float = 0.4
+    cell_type_correlation: float = 0.7
+    crispr_scale: float = 1.0
+    guide_failure_fraction: float = 0.15
+    guide_efficiency_beta: tuple[float, float] = (4.0, 1.5)
+    orf_visible_fraction: float = 0.5
+    orf_norm: float = 0.8
+    orf_knockout_correlation: float = 0.3
+    compound_norm_scale: float = 1.5
+    compound_potency_sd: float = 0.3
+    off_target_norm: float = 1.2
+    polypharmacology_fraction: float = 0.15
+    early_timepoint_strength: float = 0.7
+
+
+def keyed_rng(seed: int, *keys: str | int) -> np.random.Generator:
+    """A random generator determined by ``seed`` and ``keys`` alone (names are hashed with CRC-32)."""
+    words = [zlib.crc32(key.encode()) if isinstance(key, str) else int(key) for key in keys]
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    """``vector`` scaled to norm 1 (the zero vector stays zero)."""
+    norm = np.linalg.norm(vector)
+    return vector / norm if norm > 0 else np.zeros_like(vector)
+
+
+def sparse_direction(rng: np.random.Generator, axes_per_gene: float) -> np.ndarray:
+    """A unit vector on ``1 + Poisson(axes_per_gene - 1)`` random axes (at most all of them)."""
+    n_active = min(1 + rng.poisson(max(axes_per_gene - 1.0, 0.0)), N_AXES)
+    direction = np.zeros(N_AXES)
+    direction[rng.choice(N_AXES, n_active, replace=False)] = rng.standard_normal(n_active)
+    return unit(direction)
+
+
+def correlated_variant(rng: np.random.Generator, vector: np.ndarray, correlation: float) -> np.ndarray:
+    """A vector of the same norm and support as ``vector`` at cosine ``correlation`` to it.
+
+    A phenotype on a single axis has no other direction on its support and is returned unchanged.
+    """
+    direction = unit(vector)
+    noise = np.where(vector != 0, rng.standard_normal(N_AXES), 0.0)
+    orthogonal = unit(noise - (noise @ direction) * direction)
+    if not orthogonal.any():
+        return vector
+    return np.linalg.norm(vector) * (correlation * direction + np.sqrt(1.0 - correlation**2) * orthogonal)
+
+
+def gene_phenotype(
+    gene: str, cell_type: str, config: PhenotypeConfig, seed: int, force_visible: bool = False
+) -> np.ndarray:
+    """The knockout phenotype of ``gene`` in ``cell_type`` (zero if the gene has no visible phenotype).
+
+    ``force_visible`` draws a phenotype even for genes that have none, for the
+    unannotated genes that drive polypharmacology compounds.
+    """
+    rng = keyed_rng(seed, "gene", gene)
+    visible = rng.random() < config.visible_fraction
+    base = (
+        config.gene_norm
+        * np.exp(config.gene_norm_sd * rng.standard_normal())
+        * sparse_direction(rng, config.axes_per_gene)
+    )
+    if not (visible or force_visible):
+        return np.zeros(N_AXES)
+    return correlated_variant(keyed_rng(seed, "gene", gene, cell_type), base, config.cell_type_correlation)
+
+
+def guide_efficiency(guide: str, config: PhenotypeConfig, seed: int) -> float:
+    """Knockout efficiency of one sgRNA: 0 for failed guides, else Beta-distributed."""
+    rng = keyed_rng(seed, "guide", guide)
+    failed = rng.random() < config.guide_failure_fraction
+    return 0.0 if failed else float(rng.beta(*config.guide_efficiency_beta))
+
+
+def orf_phenotype(orf: str, gene: str, cell_type: str, config: PhenotypeConfig, seed: int) -> np.ndarray:
+    """Over-expression phenotype: weak, noisy, cosine ``orf_knockout_correlation`` with the knockout."""
+    rng = keyed_rng(seed, "orf", orf)
+    if rng.random() >= config.orf_visible_fraction:
+        return np.zeros(N_AXES)
+    own = sparse_direction(rng, config.axes_per_gene)
+    knockout = unit(gene_phenotype(gene, cell_type, config, seed))
+    rho = config.orf_knockout_correlation if knockout.any() else 0.0
+    return config.orf_norm * unit(rho * knockout + np.sqrt(1.0 - rho**2) * unit(own - (own @ knockout) * knockout))
+
+
+@dataclass(frozen=True)
+class CompoundPhenotype:
+    """A compound's phenotype and where it comes from.
+
+    Attributes
+    ----------
+    vector
+        The latent phenotype.
+    target_weights
+        Weight of each simulated annotated target in the target-driven part.
+    driver
+        The unannotated gene behind a polypharmacology compound, else ``None``.
+    """
+
+    vector: np.ndarray
+    target_weights: dict[str, float]
+    driver: str | None
+
+
+def compound_phenotype(
+    compound: str,
+    annotated_targets: Sequence[str],
+    genes: Sequence[str],
+    cell_type: str,
+    config: PhenotypeConfig,
+    seed: int,
+    all_genes: Sequence[str],
+) -> CompoundPhenotype:
+    """Phenotype of a compound annotated to ``annotated_targets``.
+
+    The target-driven part mixes the phenotypes of the annotated targets among
+    the simulated ``genes``; a polypharmacology compound's comes instead from a
+    driver drawn from ``all_genes`` outside its annotation, with a visible
+    phenotype forced.
+    """
+    rng = keyed_rng(seed, "compound", compound)
+    potency = config.compound_norm_scale * np.exp(config.compound_potency_sd * rng.standard_normal())
+    off_target = config.off_target_norm * sparse_direction(rng, config.axes_per_gene)
+    off_target = correlated_variant(
+        keyed_rng(seed, "compound", compound, cell_type), off_target, config.cell_type_correlation
+    )
+    polypharmacology = rng.random() < config.polypharmacology_fraction
+    targets = [gene for gene in annotated_targets if gene in set(genes)]
+    weights = rng.dirichlet(np.ones(len(targets))) if targets else np.array([])
+    candidates = sorted(set(all_genes) - set(annotated_targets))
+    if polypharmacology and candidates:
+        driver = str(rng.choice(candidates))
+        on_target = gene_phenotype(driver, cell_type, config, seed, force_visible=True)
+        return CompoundPhenotype(potency * on_target + off_target, dict.fromkeys(targets, 0.0), driver)
+    on_target = sum(
+        (w * gene_phenotype(g, cell_type, config, seed) for g, w in zip(targets, weights)), np.zeros(N_AXES)
+    )
+    return CompoundPhenotype(potency * on_target + off_target, dict(zip(targets, map(float, weights))), None)
+
+
+def latent_columns() -> list[str]:
+    """Table columns of the latent axes: :data:`LATENT_PREFIX` + axis name."""
+    return [LATENT_PREFIX + name for name in AXIS_NAMES]
+
+
+def perturbation_phenotypes(
+    perturbations: pd.DataFrame,
+    genes: Sequence[str],
+    cell_types: Sequence[str],
+    config: PhenotypeConfig,
+    seed: int,
+    all_genes: Sequence[str],
+) -> pd.DataFrame:
+    """Latent phenotype of every perturbation in every cell type (at full time-point strength).
+
+    Parameters
+    ----------
+    perturbations
+        One row per perturbation with ``Metadata_broad_sample``,
+        ``Metadata_modality`` (compound, crispr, orf), ``Metadata_gene``,
+        ``Metadata_target_list`` (``|``-separated) and ``Metadata_negcon``.
+    genes
+        The simulated genes; compound targets outside them are ignored.
+    cell_types
+        Cell types to draw phenotypes for.
+    all_genes
+        Genes a polypharmacology compound's driver is drawn from.
+
+    Returns
+    -------
+    One row per perturbation and cell type: the input columns, ``Metadata_cell_type``,
+    ``guide_efficiency`` (CRISPR), ``targets_simulated`` and ``driver_gene``
+    (compounds), ``phenotype_norm`` and the :func:`latent_columns`.
+
+    Raises
+    ------
+    ValueError
+        A modality is unknown or a CRISPR/ORF row lacks its gene (the message names the sample).
+    """
+    rows = []
+    for record in perturbations.to_dict("records"):
+        for cell_type in cell_types:
+            extra, vector = _phenotype_of(record, genes, cell_type, config, seed, all_genes)
+            rows.append(
+                {
+                    **record,
+                    "Metadata_cell_type": cell_type,
+                    **extra,
+                    "phenotype_norm": float(np.linalg.norm(vector)),
+                    **dict(zip(latent_columns(), vector)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _annotated_targets(record: Mapping) -> list[str]:
+    """The ``|``-separated ``Metadata_target_list`` of a row as a list (empty if missing)."""
+    targets = record["Metadata_target_list"]
+    return targets.split("|") if isinstance(targets, str) and targets else []
+
+
+def _phenotype_of(
+    record: Mapping, genes: Sequence[str], cell_type: str, config: PhenotypeConfig, seed: int, all_genes: Sequence[str]
+) -> tuple[dict, np.ndarray]:
+    """(extra ground-truth columns, latent vector) of one perturbation row."""
+    sample, modality = record["Metadata_broad_sample"], record["Metadata_modality"]
+    extra = {"guide_efficiency": np.nan, "targets_simulated": "", "driver_gene": ""}
+    if record["Metadata_negcon"]:
+        return extra, np.zeros(N_AXES)
+    if modality == "compound":
+        compound = compound_phenotype(sample, _annotated_targets(record), genes, cell_type, config, seed, all_genes)
+        return {
+            **extra,
+            "targets_simulated": "|".join(compound.target_weights),
+            "driver_gene": compound.driver or "",
+        }, compound.vector
+    gene = record["Metadata_gene"]
+    if not isinstance(gene, str):
+        raise ValueError(f"{modality} perturbation {sample!r} has no Metadata_gene")
+    if modality == "crispr":
+        efficiency = guide_efficiency(sample, config, seed)
+        vector = config.crispr_scale * efficiency * gene_phenotype(gene, cell_type, config, seed)
+        return {**extra, "guide_efficiency": efficiency}, vector
+    if modality == "orf":
+        return extra, orf_phenotype(sample, gene, cell_type, config, seed)
+    raise ValueError(f"perturbation {sample!r}: unknown modality {modality!r}")
+
+
+TRUTH_COLUMNS = [
+    "Metadata_cell_type",
+    "Metadata_broad_sample",
+    "Metadata_gene",
+    "annotated",
+    "shares_phenotype",
+    "weight",
+    "cosine",
+]
+"""Columns of :func:`compound_gene_truth`."""
+
+
+def compound_gene_truth(
+    perturbations: pd.DataFrame,
+    genes: Sequence[str],
+    cell_types: Sequence[str],
+    config: PhenotypeConfig,
+    seed: int,
+    all_genes: Sequence[str],
+) -> pd.DataFrame:
+    """Which compound–gene pairs truly share a phenotype, next to which are annotated.
+
+    Takes the arguments of :func:`perturbation_phenotypes` and returns one row
+    per cell type, compound and gene that is either an annotated target among
+    the simulated ``genes`` or the compound's polypharmacology driver (when
+    simulated), with :data:`TRUTH_COLUMNS`: ``annotated``; ``shares_phenotype``
+    (the gene's knockout phenotype drives the compound's: a visible annotated
+    target of a compound without polypharmacology, or the driver); ``weight``
+    (the gene's share of the target-driven part); ``cosine`` (between the
+    compound's and the gene's knockout phenotypes, 0 if either is zero).
+    """
+    compounds = perturbations[
+        (perturbations["Metadata_modality"] == "compound") & ~perturbations["Metadata_negcon"].astype(bool)
+    ]
+    rows = []
+    for record in compounds.to_dict("records"):
+        sample = record["Metadata_broad_sample"]
+        for cell_type in cell_types:
+            compound = compound_phenotype(sample, _annotated_targets(record), genes, cell_type, config, seed, all_genes)
+            weights = dict(compound.target_weights)
+            if compound.driver in set(genes):
+                weights[compound.driver] = 1.0
+            for gene, weight in weights.items():
+                knockout = gene_phenotype(gene, cell_type, config, seed)
+                rows.append(
+                    {
+                        "Metadata_cell_type": cell_type,
+                        "Metadata_broad_sample": sample,
+                        "Metadata_gene": gene,
+                        "annotated": gene in compound.target_weights,
+                        "shares_phenotype": bool(weight > 0 and knockout.any()),
+                        "weight": weight,
+                        "cosine": float(unit(compound.vector) @ unit(knockout)),
+                    }
+                )
+    return pd.DataFrame(rows, columns=TRUTH_COLUMNS)
