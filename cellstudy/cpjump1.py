@@ -456,13 +456,13 @@ def design_summary(folder: str | os.PathLike | None = None) -> pd.DataFrame:
     directly for CRISPR and ORF, through annotated targets for compounds).
     """
     folder = metadata_folder(folder)
-    perturbed = genes(folder)
     wells = well_table(folder).assign(
         empty=lambda table: table["Metadata_pert_type"] == EMPTY_WELL,
         reached=lambda table: table["Metadata_target_list"].fillna("").str.split(TARGET_SEPARATOR),
     )
     treated = wells[~(wells["Metadata_negcon"] | wells["empty"])]
-    reached = treated.explode("reached").query("reached in @perturbed")
+    reached = treated.explode("reached")
+    reached = reached[reached["reached"].isin(genes(folder))]
     by_modality = wells.groupby("Metadata_modality")
     summary = pd.DataFrame(
         {

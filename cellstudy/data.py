@@ -26,6 +26,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from cellstudy.files import atomic_path
+
 DATASET = "cpjump1"
 """Sub-folder of the data root that holds the dataset and its manifest."""
 ENV_VAR = "CELLSTUDY_DATA"
@@ -98,9 +100,8 @@ def write_registry(manifest: str | os.PathLike, dest: str | os.PathLike = REGIST
     """Write the ``path, bytes, sha256, url`` columns of ``manifest`` to ``dest`` atomically."""
     dest = Path(dest)
     table = _read_table(manifest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    table[REGISTRY_COLUMNS].to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        table[REGISTRY_COLUMNS].to_csv(tmp, index=False, lineterminator="\n")
     return dest
 
 

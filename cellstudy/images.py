@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -21,6 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import tifffile
+
+from cellstudy.files import atomic_path
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 """The study's channel order: every image array is (5, H, W) in this order."""
@@ -191,14 +192,8 @@ def read_field(
 
 def write_tiff(path: str | os.PathLike, plane: np.ndarray) -> None:
     """Write a 2-D uint16 array as an LZW-compressed TIFF, atomically (temp file + rename)."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        temp_path = Path(tmp.name)
-    try:
+    with atomic_path(path) as temp_path:
         tifffile.imwrite(temp_path, plane, compression="lzw", photometric="minisblack")
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
 
 
 def write_field(

@@ -6,8 +6,6 @@ Following the CPJUMP1 paper repository, a figure is named after the notebook tha
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,23 +13,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
 
+from cellstudy.files import atomic_path
 from cellstudy.images import CHANNELS, composite_rgb, rescale_percentile
 
 PLATE_ROWS, PLATE_COLS = 16, 24
-
-
-def _atomic_write(dest: Path, write) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``dest`` only when it succeeded."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=dest.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_figure(fig: plt.Figure, name: str, data: pd.DataFrame | None, figures_dir: str | Path) -> Path:
@@ -40,9 +25,11 @@ def save_figure(fig: plt.Figure, name: str, data: pd.DataFrame | None, figures_d
     ``name`` should start with the notebook's name, e.g. ``01_data_exploration_intensities``.
     """
     png = Path(figures_dir) / f"{name}.png"
-    _atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     if data is not None:
-        _atomic_write(png.with_suffix(".csv"), lambda tmp: data.to_csv(tmp, index=False))
+        with atomic_path(png.with_suffix(".csv")) as tmp:
+            data.to_csv(tmp, index=False)
     return png
 
 

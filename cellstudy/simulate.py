@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,6 +38,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from cellstudy import cpjump1
+from cellstudy.files import atomic_path
 from cellstudy.images import CHANNELS, CPJUMP1_CHANNELS, write_field
 from cellstudy.phenotypes import (
     AXES,
@@ -1061,20 +1061,27 @@ class SimulationResult:
         """Folder with one sub-folder of Phenix-named TIFFs per plate."""
         return self.out_dir / IMAGE_FOLDER
 
+    def field_table(self) -> pd.DataFrame:
+        """One row per rendered field: ``folder``, ``well``, ``field`` and the well's ``Metadata_*`` columns.
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(temporary_path)`` in ``path``'s folder, then rename the file to ``path``."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
-        temporary = Path(handle.name)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        The input :func:`cellstudy.classical.profile_fields` and the embedding stage read fields from.
+        """
+        n_fields = int(json.loads((self.out_dir / SUMMARY_FILE).read_text())["config"]["fields_per_well"])
+        wells = self.wells.filter(like="Metadata_")
+        table = wells.assign(folder=[str(self.image_folder / plate) for plate in wells["Metadata_Plate"]],
+                             well=wells["Metadata_Well"])
+        return (table.loc[table.index.repeat(n_fields)]
+                .assign(field=np.tile(np.arange(1, n_fields + 1), len(table)))
+                .reset_index(drop=True))
 
-
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    table.to_csv(path, index=False)
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike) -> SimulationResult:
+        """Read a simulation written by :func:`simulate` (its summary file is written last, so it marks completion)."""
+        out_dir = Path(out_dir)
+        if not (out_dir / SUMMARY_FILE).exists():
+            raise FileNotFoundError(f"{out_dir / SUMMARY_FILE} is missing: no complete simulation in {out_dir}")
+        tables = {attribute: pd.read_csv(out_dir / name) for attribute, name in TABLE_FILES.items()}
+        return cls(out_dir=out_dir, **tables)
 
 
 def perturbation_table(wells: pd.DataFrame) -> pd.DataFrame:
@@ -1161,7 +1168,8 @@ def simulate(config: SimulationConfig, out_dir: str | os.PathLike, progress: boo
     wells = wells.assign(Metadata_n_cells=_run(tasks, config.n_workers, progress))
     result = SimulationResult(out_dir, wells, ground_truth, pairs, oracle)
     for attribute, name in TABLE_FILES.items():
-        _write_atomic(out_dir / name, partial(_write_csv, getattr(result, attribute)))
+        with atomic_path(out_dir / name) as tmp:
+            getattr(result, attribute).to_csv(tmp, index=False)
     summary = {
         "config": config.to_dict(),
         "genes": genes,
@@ -1172,5 +1180,6 @@ def simulate(config: SimulationConfig, out_dir: str | os.PathLike, progress: boo
             "perturbations": len(perturbations),
         },
     }
-    _write_atomic(out_dir / SUMMARY_FILE, lambda path: path.write_text(json.dumps(summary, indent=2)))
+    with atomic_path(out_dir / SUMMARY_FILE) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
     return result

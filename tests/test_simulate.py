@@ -287,3 +287,23 @@ def test_quick_profile_is_fast(tmp_path):
     result = sim.simulate(replace(sim.QUICK_CONFIG, metadata_folder=str(METADATA)), tmp_path, progress=False)
     assert time.perf_counter() - start < 30
     assert len(result.wells) > 40
+
+
+def test_field_table_points_at_readable_fields_of_every_well(screen):
+    fields = screen.field_table()
+    assert len(fields) == len(screen.wells) * TINY.fields_per_well
+    first = fields.iloc[0]
+    image = read_field(first["folder"], first["well"], first["field"])
+    assert image.shape == (5, TINY.image_size, TINY.image_size)
+    assert (fields["Metadata_Plate"] == [Path(folder).name for folder in fields["folder"]]).all()
+
+
+def test_load_reads_back_the_written_tables(screen):
+    loaded = sim.SimulationResult.load(screen.out_dir)
+    pd.testing.assert_frame_equal(loaded.oracle, screen.oracle, check_dtype=False)
+    assert list(loaded.wells["Metadata_Well"]) == list(screen.wells["Metadata_Well"])
+
+
+def test_load_refuses_an_incomplete_simulation(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ground_truth.json"):
+        sim.SimulationResult.load(tmp_path)
