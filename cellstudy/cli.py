@@ -1,0 +1,78 @@
+"""Command-line interface: ``cellstudy <subcommand> ...``.
+
+Each subcommand is one ``add_<name>_parser`` function (its options) and one
+``run_<name>`` function (what it does); :func:`build_parser` collects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+from cellstudy.crops import load_fields
+from cellstudy.images import CPJUMP1_CHANNELS, DAOY_CHANNELS
+from cellstudy.train import METHODS, PROFILES, apply_overrides, load_config, train
+
+CHANNEL_MAPS = {"cpjump1": CPJUMP1_CHANNELS, "daoy": DAOY_CHANNELS}
+"""Named stain -> channel-number maps for ``--channel-map``."""
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    """``cellstudy train mae|dino``: self-supervised pre-training of a ViT encoder."""
+    parser = subparsers.add_parser(
+        "train",
+        help="pre-train a ViT encoder with MAE or DINO",
+        description="Pre-train a ViT on random crops of 5-channel fields; resumes from OUT/checkpoint.pt. "
+        "For several GPUs: torchrun --nproc_per_node N -m cellstudy.cli train ...",
+    )
+    parser.add_argument("method", choices=METHODS)
+    parser.add_argument("--images", required=True, help="folder searched recursively for Phenix-named TIFF fields")
+    parser.add_argument("--out", required=True, help="output folder (checkpoint, encoder, metrics log)")
+    parser.add_argument("--config", help='JSON file of options overriding the profile, e.g. {"train": {"steps": 500}}')
+    parser.add_argument("--profile", choices=PROFILES, default="cpu", help="default configuration (default: cpu)")
+    parser.add_argument(
+        "--channel-map", choices=sorted(CHANNEL_MAPS), default="cpjump1", help="stain layout of the files"
+    )
+    parser.add_argument("--steps", type=int, help="total optimizer steps")
+    parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--device", help="auto, cpu or cuda")
+    parser.add_argument("--num-workers", type=int, help="data-loader worker processes")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoint.pt exists")
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    """Load the fields and the config, then train."""
+    options = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "device": args.device,
+        "num_workers": args.num_workers,
+    }
+    config = load_config(args.config, args.method, args.profile)
+    config = apply_overrides(config, {"train": {k: v for k, v in options.items() if v is not None}}, "command line")
+    fields, names = load_fields(args.images, CHANNEL_MAPS[args.channel_map])
+    result = train(config, fields, args.out, names=names, resume=not args.no_resume)
+    last = {"step": result.step, "images_per_s": round(result.images_per_s, 2), "last": result.last_metrics}
+    print(json.dumps({**last, "out": str(result.out_dir)}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cellstudy`` parser with all subcommands."""
+    parser = argparse.ArgumentParser(prog="cellstudy", description="Self-supervised ViTs vs CellProfiler on CPJUMP1")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``cellstudy`` command."""
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
