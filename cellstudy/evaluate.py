@@ -1,0 +1,666 @@
+"""Retrieval evaluation of profiles with copairs: the CPJUMP1 paper's three tasks.
+
+The pair rules follow the paper's copairs notebook (``../shared/study-design.md``):
+
+=====================  ==========================================  ===========================  ============
+task                   positives                                   negatives                    similarity
+=====================  ==========================================  ===========================  ============
+replicate retrieval    same ``Metadata_broad_sample``              negcon wells, same plate     cosine
+sister matching        a shared target (compounds: ``target_list``  no shared target            abs. cosine
+                       split on ``|``; CRISPR: the gene)                                        (compounds)
+compound-gene          a shared target, other modality             no shared target, other      abs. cosine
+                                                                   modality
+=====================  ==========================================  ===========================  ============
+
+Each task runs per group (cell type x modality x time point; compound-gene: a
+compound group against a genetic group of the same cell type), scores the
+average precision (AP) of every query profile, averages it per unit (the
+perturbation for replicate retrieval; the target gene for the matching tasks,
+as the paper), compares each mean AP (mAP) with a permutation null of
+``null_size`` draws, and corrects the p-values with Benjamini-Hochberg within
+the group. A unit is *retrieved* when its corrected p-value is below the
+threshold; :func:`fraction_retrieved` gives their share.
+
+Ties: copairs ranks a positive whose similarity equals a negative's before it
+(ties resolved optimistically); scikit-learn's ``average_precision_score``
+treats tied scores as one threshold. The two agree when similarities are distinct.
+
+Speed: copairs finds the pairs and ranks them; the similarities come from one
+matrix product per group, handed to copairs through its callable-distance hook
+(copairs' own per-pair computation was the bottleneck at CPJUMP1 size), and the
+permutation nulls are drawn here (:func:`null_average_precisions`), with the
+same test as copairs' ``mean_average_precision`` but about a hundred times
+faster for small numbers of positives, and seeded per configuration so that a
+group's numbers do not depend on the other groups.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from copairs import map as copairs_map
+from copairs.matching import UnpairedException
+from scipy.stats import wilcoxon
+from statsmodels.stats.multitest import multipletests
+from tqdm import tqdm
+
+from cellstudy import cpjump1
+from cellstudy.profiles import NEGCON, PLATE, consensus, feature_columns, metadata_columns
+
+SAMPLE = "Metadata_broad_sample"
+"""Perturbation identifier: the unit of replicate retrieval."""
+TARGETS = "Metadata_matching_target"
+"""List of target genes a profile is matched on (added by the matching tasks); their unit."""
+CELL_TYPE, MODALITY, TIMEPOINT = "Metadata_cell_type", "Metadata_modality", "Metadata_timepoint"
+GROUP_COLUMNS = [CELL_TYPE, MODALITY, TIMEPOINT]
+"""A task runs, and corrects for multiple testing, within each group of these columns."""
+GENETIC_MODALITY, GENETIC_TIMEPOINT = "Metadata_genetic_modality", "Metadata_genetic_timepoint"
+SUMMARY_COLUMNS = ["task", *GROUP_COLUMNS, GENETIC_MODALITY, GENETIC_TIMEPOINT]
+"""Columns that identify one fraction retrieved (the genetic ones for compound-gene matching only)."""
+SCORE_COLUMNS = ["n_profiles", "mean_average_precision", "p_value", "corrected_p_value", "retrieved"]
+"""Per-unit result columns of every task."""
+REPLICATE_RETRIEVAL = "replicate_retrieval"
+SISTER_MATCHING = "sister_matching"
+COMPOUND_GENE_MATCHING = "compound_gene_matching"
+"""Task names, as in the ``task`` column of the results."""
+GENETIC_MODALITIES = ("crispr", "orf")
+"""Modalities of the genetic side of compound-gene matching."""
+_ROW = "_profile_row"
+TIE_TOLERANCE = 1e-9
+"""Null mAPs closer than this to the observed mAP are ties (floating-point noise), not greater."""
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """Significance test settings shared by the tasks.
+
+    Parameters
+    ----------
+    null_size
+        Draws in each permutation null (the paper: 100,000).
+    threshold
+        A unit is retrieved when its BH-corrected p-value is below this.
+    seed
+        Seed of the null distributions.
+    batch_size
+        Profile pairs per similarity look-up batch in copairs.
+    """
+
+    null_size: int = 100_000
+    threshold: float = 0.05
+    seed: int = 0
+    batch_size: int = 20_000
+
+
+@dataclass(frozen=True)
+class PairRule:
+    """A copairs pair definition: which profile pairs are positives and negatives, and how they are compared.
+
+    Parameters
+    ----------
+    pos_sameby, pos_diffby
+        Positive pairs share every ``pos_sameby`` value and differ in every ``pos_diffby`` value.
+    neg_sameby, neg_diffby
+        Negative pairs share every ``neg_sameby`` value and differ in every ``neg_diffby`` value.
+    distance
+        ``"cosine"``, or ``"abs_cosine"`` (absolute cosine: anti-correlation counts as similarity).
+    multilabel
+        A list-valued column in which "same" means "share an element" and "differ" "share none".
+    """
+
+    pos_sameby: tuple[str, ...]
+    pos_diffby: tuple[str, ...]
+    neg_sameby: tuple[str, ...]
+    neg_diffby: tuple[str, ...]
+    distance: str = "cosine"
+    multilabel: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.distance not in ("cosine", "abs_cosine"):
+            raise ValueError(f"distance must be 'cosine' or 'abs_cosine', got {self.distance!r}")
+
+    @property
+    def columns(self) -> list[str]:
+        """Every metadata column the rule reads."""
+        every = (*self.pos_sameby, *self.pos_diffby, *self.neg_sameby, *self.neg_diffby)
+        return list(dict.fromkeys(every))
+
+
+REPLICATE_RULE = PairRule(pos_sameby=(SAMPLE,), pos_diffby=(), neg_sameby=(PLATE,), neg_diffby=(NEGCON,))
+"""Replicates of a perturbation against the negative controls of the query's plate."""
+COMPOUND_SISTER_RULE = PairRule((TARGETS,), (), (), (TARGETS,), distance="abs_cosine", multilabel=TARGETS)
+"""Compounds sharing a target, compared by absolute cosine."""
+CRISPR_SISTER_RULE = PairRule((TARGETS,), (), (), (TARGETS,), distance="cosine", multilabel=TARGETS)
+"""Guides of the same gene, compared by cosine."""
+SISTER_RULES = {"compound": COMPOUND_SISTER_RULE, "crispr": CRISPR_SISTER_RULE}
+"""Sister matching rule per modality; ORF plates have one construct per gene, hence no sisters."""
+COMPOUND_GENE_RULE = PairRule(
+    (TARGETS,), (MODALITY,), (), (TARGETS, MODALITY), distance="abs_cosine", multilabel=TARGETS
+)
+"""A compound and a genetic perturbation of one of its targets; pairs within a modality are never used."""
+
+
+def _require_columns(table: pd.DataFrame, columns: Iterable[str], name: str) -> None:
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise ValueError(f"{name} lack column(s) {missing}")
+
+
+def _similarity_lookup(values: np.ndarray, absolute: bool) -> tuple[np.ndarray, Callable]:
+    """Row indices to hand copairs as "features", and a copairs distance that looks up their cosine similarity.
+
+    copairs gathers the "feature" rows of each pair and passes them to the
+    distance; the rows here are profile indices, so one matrix product serves
+    every pair.
+    """
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    cosine = (values / norms) @ (values / norms).T
+    similarity = np.abs(cosine) if absolute else cosine
+
+    def lookup(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        return similarity[first[:, 0].astype(np.intp), second[:, 0].astype(np.intp)]
+
+    return np.arange(len(values), dtype=float)[:, None], lookup
+
+
+def _feature_values(profiles: pd.DataFrame) -> np.ndarray:
+    """The feature matrix, checked to be finite and without all-zero rows (which have no cosine)."""
+    values = profiles[feature_columns(profiles)].to_numpy(dtype=float)
+    bad = ~np.isfinite(values).all(axis=1) | ~values.any(axis=1)
+    if bad.any():
+        rows = profiles.loc[bad, [c for c in (PLATE, "Metadata_Well", SAMPLE) if c in profiles.columns]]
+        raise ValueError(f"{bad.sum()} profile(s) are all zero or not finite, e.g. {rows.head(3).to_dict('records')}")
+    return values
+
+
+def _shares_label(labels: pd.Series) -> np.ndarray:
+    """Square boolean matrix: do two rows' label lists share an element?"""
+    vocabulary = {label: i for i, label in enumerate(sorted(set(labels.explode().dropna())))}
+    indicator = np.zeros((len(labels), len(vocabulary)))
+    for row, listed in enumerate(labels):
+        indicator[row, [vocabulary[label] for label in listed]] = 1
+    return indicator @ indicator.T > 0
+
+
+def _partners(
+    profiles: pd.DataFrame, sameby: Sequence[str], diffby: Sequence[str], multilabel: str | None
+) -> np.ndarray:
+    """Square boolean matrix of the pairs that share every ``sameby`` value and differ in every ``diffby`` value."""
+    partners = ~np.eye(len(profiles), dtype=bool)
+    for column in (*sameby, *diffby):
+        if column == multilabel:
+            same = _shares_label(profiles[column])
+        else:
+            values = profiles[column].to_numpy()
+            same = values[:, None] == values[None, :]
+        partners &= same if column in sameby else ~same
+    return partners
+
+
+def _with_negatives(profiles: pd.DataFrame, rule: PairRule) -> pd.DataFrame:
+    """Drop, repeatedly, the profiles that have a positive but no negative partner under a multilabel ``rule``.
+
+    copairs' multilabel AP assumes every query has a negative; one without
+    would silently be given another profile's negatives.
+    """
+    while True:
+        positive = _partners(profiles, rule.pos_sameby, rule.pos_diffby, rule.multilabel).any(axis=1)
+        negative = _partners(profiles, rule.neg_sameby, rule.neg_diffby, rule.multilabel).any(axis=1)
+        lonely = positive & ~negative
+        if not lonely.any():
+            return profiles
+        names = profiles.loc[lonely, SAMPLE].tolist() if SAMPLE in profiles.columns else int(lonely.sum())
+        warnings.warn(f"profile(s) {names} have positives but no negative partner; left out", stacklevel=4)
+        profiles = profiles[~lonely]
+
+
+def average_precisions(profiles: pd.DataFrame, rule: PairRule, settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """AP of every query profile under ``rule`` (copairs).
+
+    Returns
+    -------
+    The profiles' metadata with ``average_precision``, ``n_pos_pairs`` and
+    ``n_total_pairs``; one row per profile, or for a multilabel rule one row per
+    profile and label it shares with another profile (the label replaces the
+    list in the multilabel column). Profiles without a positive have a missing
+    AP; for a multilabel rule, profiles without a negative are left out.
+
+    Raises
+    ------
+    copairs.matching.UnpairedException
+        No positive or no negative pair exists.
+    ValueError
+        A rule column is absent, or a profile is all zero or not finite.
+    """
+    _require_columns(profiles, rule.columns, "profiles")
+    if rule.multilabel is not None:
+        profiles = _with_negatives(profiles, rule)
+    metadata = profiles[rule.columns].reset_index(drop=True).assign(**{_ROW: np.arange(len(profiles))})
+    index, lookup = _similarity_lookup(_feature_values(profiles), absolute=rule.distance == "abs_cosine")
+    arguments = {
+        "pos_sameby": list(rule.pos_sameby),
+        "pos_diffby": list(rule.pos_diffby),
+        "neg_sameby": list(rule.neg_sameby),
+        "neg_diffby": list(rule.neg_diffby),
+        "batch_size": settings.batch_size,
+        "distance": lookup,
+        "progress_bar": False,
+    }
+    if rule.multilabel is None:
+        scores = copairs_map.average_precision(metadata, index, **arguments)
+    else:
+        scores = copairs_map.multilabel.average_precision(metadata, index, multilabel_col=rule.multilabel, **arguments)
+    scores = scores.reset_index(drop=True)
+    context = [column for column in metadata_columns(profiles) if column not in rule.columns]
+    rows = profiles[context].iloc[scores.pop(_ROW).to_numpy()].reset_index(drop=True)
+    return pd.concat([rows, scores], axis=1)
+
+
+def _random_ranks(n_positives: int, n_candidates: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` sorted draws of ``n_positives`` distinct 0-based ranks among ``n_candidates``.
+
+    Floyd's algorithm, vectorised over draws, costs ``size * n_positives**2``;
+    for many positives a partial sort of random keys (``size * n_candidates``) is cheaper.
+    """
+    if n_positives**2 <= 8 * n_candidates:
+        ranks = np.empty((size, n_positives), dtype=np.int64)
+        for i, last in enumerate(range(n_candidates - n_positives, n_candidates)):
+            draw = rng.integers(0, last + 1, size=size)
+            taken = (ranks[:, :i] == draw[:, None]).any(axis=1)
+            ranks[:, i] = np.where(taken, last, draw)
+    else:
+        keys = rng.random((size, n_candidates))
+        ranks = np.argpartition(keys, n_positives - 1, axis=1)[:, :n_positives]
+    return np.sort(ranks, axis=1)
+
+
+def null_average_precisions(n_positives: int, n_candidates: int, size: int, seed: int) -> np.ndarray:
+    """AP of ``size`` uniformly random rankings of ``n_candidates`` items with ``n_positives`` positives.
+
+    The permutation null of one query, as copairs' ``random_ap``; seeded by
+    ``(seed, n_positives, n_candidates)``.
+    """
+    rng = np.random.default_rng([seed, n_positives, n_candidates])
+    ranks = _random_ranks(n_positives, n_candidates, size, rng)
+    return (np.arange(1, n_positives + 1) / (ranks + 1)).mean(axis=1)
+
+
+def mean_average_precisions(ap: pd.DataFrame, unit: str, settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """mAP per ``unit`` value, its permutation p-value, BH-corrected p-value and retrieval call.
+
+    The test is copairs' ``mean_average_precision``: the null of a mAP is the
+    mean of its queries' nulls (:func:`null_average_precisions`);
+    ``p = (#{null > mAP} + 1) / (null_size + 1)``; Benjamini-Hochberg over the
+    units of ``ap``. The nulls are discrete: a null value within
+    :data:`TIE_TOLERANCE` of the mAP is a tie and does not count as greater
+    (copairs compares in float32, so rounding decides its ties).
+
+    Parameters
+    ----------
+    ap
+        Output of :func:`average_precisions`; queries without a positive are ignored.
+    unit
+        The column whose values are averaged over.
+
+    Returns
+    -------
+    Columns ``unit`` and :data:`SCORE_COLUMNS`; ``n_profiles`` counts the
+    queries behind each mAP.
+    """
+    scored = ap[ap["average_precision"].notna() & (ap["n_pos_pairs"] > 0)].reset_index(drop=True)
+    if scored.empty:
+        return pd.DataFrame(columns=[unit, *SCORE_COLUMNS])
+    configurations, which = np.unique(
+        scored[["n_pos_pairs", "n_total_pairs"]].to_numpy(dtype=np.int64), axis=0, return_inverse=True
+    )
+    nulls = np.stack([null_average_precisions(k, n, settings.null_size, settings.seed) for k, n in configurations])
+    rows = []
+    for value, members in scored.groupby(unit, sort=True).indices.items():
+        observed = scored["average_precision"].to_numpy()[members].mean()
+        null = nulls[which.ravel()[members]].mean(axis=0)
+        p_value = ((null > observed + TIE_TOLERANCE).sum() + 1) / (settings.null_size + 1)
+        rows.append((value, len(members), observed, p_value))
+    scores = pd.DataFrame(rows, columns=[unit, "n_profiles", "mean_average_precision", "p_value"])
+    scores["corrected_p_value"] = multipletests(scores["p_value"], method="fdr_bh")[1]
+    scores["retrieved"] = scores["corrected_p_value"] < settings.threshold
+    return scores
+
+
+Group = tuple[dict[str, object], pd.DataFrame, PairRule]
+"""One unit of work: its labels (column -> value), its profiles, its pair rule."""
+
+
+def _score_groups(
+    groups: Iterable[Group],
+    unit: str,
+    settings: MapSettings,
+    task: str,
+    keep_queries: Callable[[pd.DataFrame], pd.Series] | None = None,
+) -> pd.DataFrame:
+    """Run copairs on every group; one row per unit and group, labelled with the group and ``task``."""
+    tables = []
+    for labels, profiles, rule in tqdm(list(groups), desc=task, leave=False):
+        try:
+            ap = average_precisions(profiles, rule, settings)
+        except UnpairedException:
+            warnings.warn(f"{task}: no positive or negative pair in group {labels}; group skipped", stacklevel=3)
+            continue
+        if keep_queries is not None:
+            ap = ap[keep_queries(ap)]
+        tables.append(mean_average_precisions(ap, unit, settings).assign(**labels))
+    label_columns = list(tables[0].columns.difference([unit, *SCORE_COLUMNS], sort=False)) if tables else []
+    result = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[unit, *SCORE_COLUMNS])
+    result.insert(0, "task", task)
+    return result[["task", *label_columns, unit, *SCORE_COLUMNS]]
+
+
+def _groups(profiles: pd.DataFrame, columns: Sequence[str]) -> Iterator[tuple[dict[str, object], pd.DataFrame]]:
+    """(labels, rows) per distinct value of ``columns``."""
+    for keys, rows in profiles.groupby(list(columns), sort=True):
+        yield dict(zip(columns, keys)), rows
+
+
+def _without_empty(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Drop wells without a perturbation: missing ``broad_sample`` or ``pert_type`` ``"empty"``."""
+    empty = profiles[SAMPLE].isna()
+    if "Metadata_pert_type" in profiles.columns:
+        empty |= profiles["Metadata_pert_type"] == cpjump1.EMPTY_WELL
+    return profiles[~empty]
+
+
+def replicate_retrieval(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """Replicate retrieval: can each perturbation's wells find each other among its plate's negative controls?
+
+    Parameters
+    ----------
+    profiles
+        Well-level profiles with :data:`GROUP_COLUMNS`, ``Metadata_Plate``,
+        ``Metadata_negcon`` and ``Metadata_broad_sample``; empty wells are
+        dropped, negative controls serve as negatives only (they are not queries).
+
+    Returns
+    -------
+    One row per group and perturbation: ``task``, :data:`GROUP_COLUMNS`,
+    ``Metadata_broad_sample``, :data:`SCORE_COLUMNS`.
+    """
+    _require_columns(profiles, [*GROUP_COLUMNS, PLATE, NEGCON, SAMPLE], "profiles")
+    wells = _without_empty(profiles)
+    groups = ((labels, rows, REPLICATE_RULE) for labels, rows in _groups(wells, GROUP_COLUMNS))
+    return _score_groups(groups, SAMPLE, settings, REPLICATE_RETRIEVAL, keep_queries=lambda ap: ~ap[NEGCON])
+
+
+def retrieved_only(consensus_profiles: pd.DataFrame, replicate_results: pd.DataFrame) -> pd.DataFrame:
+    """The consensus profiles of perturbations retrieved in replicate retrieval (same group and sample)."""
+    keys = [*GROUP_COLUMNS, SAMPLE]
+    _require_columns(replicate_results, [*keys, "retrieved"], "replicate results")
+    retrieved = replicate_results.loc[replicate_results["retrieved"].astype(bool), keys].drop_duplicates()
+    return consensus_profiles.merge(retrieved, on=keys, how="inner")
+
+
+def matchable(consensus_profiles: pd.DataFrame, replicate_results: pd.DataFrame | None) -> pd.DataFrame:
+    """Perturbations a matching task uses, with their :data:`TARGETS` lists.
+
+    Drops empty wells, negative controls, perturbations without a target and,
+    when ``replicate_results`` is given, those not retrieved there (the paper
+    matches only replicable perturbations). :data:`TARGETS` is
+    ``Metadata_target_list`` split on ``|``.
+    """
+    _require_columns(consensus_profiles, [*GROUP_COLUMNS, SAMPLE, NEGCON, "Metadata_target_list"], "consensus profiles")
+    profiles = _without_empty(consensus_profiles)
+    profiles = profiles[~profiles[NEGCON] & profiles["Metadata_target_list"].notna()]
+    if replicate_results is not None:
+        profiles = retrieved_only(profiles, replicate_results)
+    targets = profiles["Metadata_target_list"].str.split(cpjump1.TARGET_SEPARATOR)
+    return profiles.assign(**{TARGETS: targets}).reset_index(drop=True)
+
+
+def _genes_with_sisters(guides: pd.DataFrame) -> pd.DataFrame:
+    """Guides whose gene has another guide in the table (the paper drops genes with one replicable guide)."""
+    counts = guides["Metadata_gene"].map(guides["Metadata_gene"].value_counts())
+    return guides[counts > 1]
+
+
+def sister_matching(
+    consensus_profiles: pd.DataFrame,
+    replicate_results: pd.DataFrame | None = None,
+    settings: MapSettings = MapSettings(),
+) -> pd.DataFrame:
+    """Sister matching: do perturbations of the same target find each other?
+
+    Compounds match on any shared target (absolute cosine); CRISPR guides on
+    their gene (cosine), genes left with a single guide removed; ORF groups are
+    skipped (one construct per gene). See :func:`matchable` for which
+    perturbations take part.
+
+    Returns
+    -------
+    One row per group and target gene: ``task``, :data:`GROUP_COLUMNS`,
+    :data:`TARGETS` (the gene), :data:`SCORE_COLUMNS`.
+    """
+    profiles = matchable(consensus_profiles, replicate_results)
+
+    def groups() -> Iterator[Group]:
+        for labels, rows in _groups(profiles, GROUP_COLUMNS):
+            modality = labels[MODALITY]
+            if modality == "crispr":
+                _require_columns(rows, ["Metadata_gene"], "CRISPR consensus profiles")
+                rows = _genes_with_sisters(rows)
+            if modality in SISTER_RULES:
+                yield labels, rows, SISTER_RULES[modality]
+
+    return _score_groups(groups(), TARGETS, settings, SISTER_MATCHING)
+
+
+def _restrict_targets(compounds: pd.DataFrame, genes: set[str]) -> pd.DataFrame:
+    """Compounds with their target lists cut to ``genes``; compounds left with none dropped."""
+    targets = compounds[TARGETS].map(lambda listed: [gene for gene in listed if gene in genes])
+    return compounds.assign(**{TARGETS: targets})[targets.str.len() > 0]
+
+
+def compound_gene_matching(
+    compound_consensus: pd.DataFrame,
+    genetic_consensus: pd.DataFrame,
+    replicate_results: pd.DataFrame | None = None,
+    settings: MapSettings = MapSettings(),
+) -> pd.DataFrame:
+    """Compound-gene matching: does a compound find genetic perturbations of its targets, and vice versa?
+
+    Every compound group (cell type, time point) is matched against every
+    genetic group (CRISPR or ORF, time point) of the same cell type. Compound
+    target lists are cut to the genes perturbed in the genetic group; positives
+    share a target and differ in modality, negatives differ in both; absolute
+    cosine. See :func:`matchable` for which perturbations take part.
+
+    Returns
+    -------
+    One row per group pair and target gene: ``task``, :data:`GROUP_COLUMNS`
+    (of the compounds), ``Metadata_genetic_modality``, ``Metadata_genetic_timepoint``,
+    :data:`TARGETS` (the gene), :data:`SCORE_COLUMNS`.
+
+    Raises
+    ------
+    ValueError
+        The two tables have different feature columns.
+    """
+    compounds = matchable(compound_consensus, replicate_results)
+    genetic = matchable(genetic_consensus, replicate_results)
+    compounds = compounds[compounds[MODALITY] == "compound"]
+    genetic = genetic[genetic[MODALITY].isin(GENETIC_MODALITIES)]
+    if feature_columns(compounds) != feature_columns(genetic):
+        raise ValueError("compound and genetic consensus profiles have different feature columns")
+
+    def groups() -> Iterator[Group]:
+        for compound_labels, compound_rows in _groups(compounds, GROUP_COLUMNS):
+            same_cell = genetic[genetic[CELL_TYPE] == compound_labels[CELL_TYPE]]
+            for genetic_labels, genetic_rows in _groups(same_cell, [MODALITY, TIMEPOINT]):
+                perturbed = set(genetic_rows[TARGETS].explode())
+                labels = {
+                    **compound_labels,
+                    GENETIC_MODALITY: genetic_labels[MODALITY],
+                    GENETIC_TIMEPOINT: genetic_labels[TIMEPOINT],
+                }
+                rows = pd.concat([_restrict_targets(compound_rows, perturbed), genetic_rows], ignore_index=True)
+                yield labels, rows, COMPOUND_GENE_RULE
+
+    return _score_groups(groups(), TARGETS, settings, COMPOUND_GENE_MATCHING)
+
+
+def fraction_retrieved(results: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
+    """Share of retrieved units per group, with the mean of their mAPs.
+
+    Parameters
+    ----------
+    results
+        Output of one task, or several concatenated.
+    by
+        Grouping columns; default the :data:`SUMMARY_COLUMNS` present in ``results``.
+
+    Returns
+    -------
+    ``by`` columns, ``n`` (units tested), ``fraction_retrieved``, ``mean_average_precision``.
+    """
+    by = [column for column in SUMMARY_COLUMNS if column in results.columns] if by is None else list(by)
+    _require_columns(results, [*by, "retrieved", "mean_average_precision"], "results")
+    return (
+        results.assign(retrieved=results["retrieved"].astype(float))
+        .groupby(by, dropna=False, sort=True)
+        .agg(
+            n=("retrieved", "size"),
+            fraction_retrieved=("retrieved", "mean"),
+            mean_average_precision=("mean_average_precision", "mean"),
+        )
+        .reset_index()
+    )
+
+
+def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator, chunk: int = 1000) -> np.ndarray:
+    """Means of ``n_boot`` resamples (with replacement) of ``values``, drawn in chunks to bound memory."""
+    means = [
+        values[rng.integers(0, len(values), size=(min(chunk, n_boot - start), len(values)))].mean(axis=1)
+        for start in range(0, n_boot, chunk)
+    ]
+    return np.concatenate(means)
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray | pd.Series, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of ``values`` (per-perturbation mAPs, or retrieved booleans for a fraction) and its percentile bootstrap CI.
+
+    Returns
+    -------
+    ``(mean, low, high)``.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    means = _bootstrap_means(values, n_boot, np.random.default_rng(seed))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(values.mean()), float(low), float(high)
+
+
+def paired_test(
+    a: pd.Series, b: pd.Series, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float]:
+    """Compare two methods on the perturbations both scored (matched by index).
+
+    Returns
+    -------
+    ``n`` (matched perturbations), ``mean_a``, ``mean_b``, ``mean_difference``
+    (a - b) with its paired-bootstrap CI ``ci_low``, ``ci_high``, and the
+    two-sided Wilcoxon signed-rank ``wilcoxon_statistic`` and ``wilcoxon_p_value``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two perturbations are in both ``a`` and ``b``.
+    """
+    common = a.index.intersection(b.index)
+    if len(common) < 2:
+        raise ValueError(f"paired_test needs at least two matched perturbations, found {len(common)}")
+    first, second = a.loc[common].to_numpy(dtype=float), b.loc[common].to_numpy(dtype=float)
+    difference, low, high = bootstrap_ci(first - second, n_boot, seed, confidence)
+    statistic, p_value = wilcoxon(first, second)
+    return {
+        "n": len(common),
+        "mean_a": float(first.mean()),
+        "mean_b": float(second.mean()),
+        "mean_difference": difference,
+        "ci_low": low,
+        "ci_high": high,
+        "wilcoxon_statistic": float(statistic),
+        "wilcoxon_p_value": float(p_value),
+    }
+
+
+def _planted_profiles(wells: pd.DataFrame, n_features: int, seed: int) -> pd.DataFrame:
+    """Random profiles with retrievable structure: per gene a random direction; guides and ORFs
+    carry their gene's, compounds the mean of their targets' (their own if none is perturbed); plus unit noise."""
+    rng = np.random.default_rng(seed)
+    genes = {gene: rng.normal(size=n_features) for gene in cpjump1.genes()}
+    strength = {"compound": 1.5, "crispr": 1.0, "orf": 0.4}
+
+    def effect(modality: str, row: pd.Series) -> np.ndarray:
+        if row[NEGCON] or row["Metadata_pert_type"] == cpjump1.EMPTY_WELL:
+            return np.zeros(n_features)
+        targets = [genes[t] for t in str(row["Metadata_target_list"]).split(cpjump1.TARGET_SEPARATOR) if t in genes]
+        signal = np.mean(targets, axis=0) if targets else rng.normal(size=n_features)
+        return strength[modality] * signal / np.sqrt(n_features) * 3
+
+    samples = wells.drop_duplicates([MODALITY, SAMPLE]).set_index([MODALITY, SAMPLE])
+    effects = {key: effect(key[0], row) for key, row in samples.iterrows()}
+    signal = np.stack([effects[key] for key in zip(wells[MODALITY], wells[SAMPLE])])
+    values = (signal + rng.normal(size=signal.shape) / np.sqrt(n_features) * 3).astype(np.float32)
+    features = pd.DataFrame(values, columns=[f"feature_{i:04d}" for i in range(n_features)], index=wells.index)
+    return pd.concat([wells, features], axis="columns")
+
+
+def scale_benchmark(
+    n_wells: int = 15_275, n_features: int = 1000, null_size: int = 100_000, seed: int = 0
+) -> dict[str, float]:
+    """Time the three tasks on a CPJUMP1-sized table: the real design of the profiled wells, planted random profiles.
+
+    Parameters
+    ----------
+    n_wells
+        Wells kept (a seeded random subset of the 15,275 profiled wells when smaller).
+    n_features
+        Feature columns.
+    null_size
+        Draws per permutation null.
+
+    Returns
+    -------
+    Seconds per stage (``replicate_s``, ``consensus_s``, ``sister_s``,
+    ``compound_gene_s``, ``total_s``) and ``peak_rss_gb``, the process's peak
+    resident memory (``resource.getrusage``; it includes whatever ran before).
+    """
+    wells = cpjump1.well_table(profiled_only=True)
+    if n_wells < len(wells):
+        wells = wells.sample(n=n_wells, random_state=seed).sort_index()
+    profiles = _planted_profiles(wells, n_features, seed)
+    settings = MapSettings(null_size=null_size, seed=seed)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, function: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        start = time.perf_counter()
+        result = function()
+        timings[name] = time.perf_counter() - start
+        return result
+
+    replicates = timed("replicate_s", lambda: replicate_retrieval(profiles, settings))
+    consensus_profiles = timed("consensus_s", lambda: consensus(profiles))
+    timed("sister_s", lambda: sister_matching(consensus_profiles, replicates, settings))
+    timed(
+        "compound_gene_s", lambda: compound_gene_matching(consensus_profiles, consensus_profiles, replicates, settings)
+    )
+    timings["total_s"] = sum(timings.values())
+    timings["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return timings
