@@ -511,6 +511,20 @@ def compound_gene_matching(
     return _score_groups(groups(), TARGETS, settings, COMPOUND_GENE_MATCHING)
 
 
+def run_tasks(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """The three CPJUMP1 tasks on post-processed well-level profiles, as the paper chains them.
+
+    Replicate retrieval on the wells; median consensus per perturbation; sister matching and
+    compound–gene matching on the consensus profiles of the perturbations retrieved as replicable.
+    Returns the per-unit results of all three tasks in one table (column ``task``).
+    """
+    replicates = replicate_retrieval(profiles, settings)
+    consensus_profiles = consensus(profiles)
+    sisters = sister_matching(consensus_profiles, replicates, settings)
+    matches = compound_gene_matching(consensus_profiles, consensus_profiles, replicates, settings)
+    return pd.concat([replicates, sisters, matches], ignore_index=True)
+
+
 def fraction_retrieved(results: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
     """Share of retrieved units per group, with the mean of their mAPs.
 

@@ -314,3 +314,24 @@ def test_scale_benchmark_runs_on_the_real_design():
     timings = evaluate.scale_benchmark(n_wells=1500, n_features=16, null_size=200)
     assert set(timings) == {"replicate_s", "consensus_s", "sister_s", "compound_gene_s", "total_s", "peak_rss_gb"}
     assert all(value > 0 for value in timings.values())
+
+
+@needs_shared
+def test_run_tasks_finds_planted_structure_and_not_noise():
+    from cellstudy import cpjump1
+
+    wells = cpjump1.well_table(profiled_only=True)
+    u2os = wells[wells["Metadata_cell_type"] == "U2OS"]
+    first_timepoint = u2os.groupby("Metadata_modality")["Metadata_timepoint"].transform("min")
+    wells = u2os[u2os["Metadata_timepoint"] == first_timepoint]  # one condition per modality, all its plates
+    planted = evaluate._planted_profiles(wells.reset_index(drop=True), n_features=32, seed=0)
+    noise = planted.copy()
+    features = [c for c in planted.columns if c.startswith("feature_")]
+    noise[features] = np.random.default_rng(1).normal(size=(len(noise), len(features)))
+    settings = MapSettings(null_size=1000, seed=0)
+    found = evaluate.fraction_retrieved(evaluate.run_tasks(planted, settings), by=["task"]).set_index("task")
+    null = evaluate.fraction_retrieved(evaluate.run_tasks(noise, settings), by=["task"]).set_index("task")
+    assert set(found.index) == {evaluate.REPLICATE_RETRIEVAL, evaluate.SISTER_MATCHING, evaluate.COMPOUND_GENE_MATCHING}
+    assert found.loc[evaluate.REPLICATE_RETRIEVAL, "fraction_retrieved"] > 0.5
+    # pure noise: replicate retrieval at the false-discovery level; no matching task can even start
+    assert null.loc[evaluate.REPLICATE_RETRIEVAL, "fraction_retrieved"] < 0.1
