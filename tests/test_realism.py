@@ -39,7 +39,8 @@ def test_field_objects_measures_planted_cells(tmp_path):
     write_field(tmp_path, "B03", 1, image)
     objects = realism.field_objects(pd.DataFrame({"folder": [str(tmp_path)], "well": ["B03"], "field": [1]}))
     assert len(objects) == 2
-    # disks of radius 12 and 30: pi r^2 = 452 and 2827 pixels (segmentation smooths edges: +-30%)
-    assert objects["Nuclei_AreaShape_Area"].between(0.7 * 452, 1.3 * 452).all()
+    # disks of radius 12 and 30: pi r^2 = 452 and 2827 pixels; the smoothed log-Otsu nuclear
+    # threshold sits at the geometric mean of 300 and 9000, about 2 px outside a sharp edge
+    assert objects["Nuclei_AreaShape_Area"].between(452, 1.5 * 452).all()
     assert objects["Cells_AreaShape_Area"].between(0.7 * 2827, 1.3 * 2827).all()
     assert set(realism.REALISM_FEATURES) <= set(objects.columns)
