@@ -24,10 +24,12 @@ feature selection).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pycytominer import feature_select
 from pycytominer.operations import RobustMAD, Spherize
@@ -101,6 +103,9 @@ CLASSICAL_POSTPROCESSING = PostProcessing(
 )
 """The CPJUMP1 paper's recipe for CellProfiler features: per-plate MAD-robustize
 to negative controls, then feature selection over the whole batch; no sphering."""
+ORACLE_POSTPROCESSING = PostProcessing(variance_filter=False, sphering=False, robustize_per_plate=True)
+"""For the simulator's planted latent phenotypes (a few interpretable axes): per-plate
+MAD-robustize to negative controls only."""
 
 
 def feature_columns(profiles: pd.DataFrame) -> list[str]:
@@ -238,8 +243,25 @@ def select_features(profiles: pd.DataFrame, operations: Sequence[str], config: P
     )
 
 
+def drop_nonfinite_rows(profiles: pd.DataFrame, how: Literal["all", "any"]) -> pd.DataFrame:
+    """Drop profiles with ``all`` (e.g. a well without cells) or ``any`` non-finite feature, warning with their wells."""
+    values = profiles[feature_columns(profiles)].to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    drop = bad.all(axis=1) if how == "all" else bad.any(axis=1)
+    if drop.any():
+        named = profiles.loc[drop, [c for c in (PLATE, "Metadata_Well") if c in profiles.columns]]
+        warnings.warn(f"dropped {drop.sum()} profile(s) with {how} features missing or infinite: "
+                      f"{named.head(5).to_dict('records')}", stacklevel=2)
+    return profiles[~drop]
+
+
 def postprocess(profiles: pd.DataFrame, config: PostProcessing = EMBEDDING_POSTPROCESSING) -> pd.DataFrame:
-    """Run the steps ``config`` switches on, in the module's order; the index and metadata are kept."""
+    """Run the steps ``config`` switches on, in the module's order; the index and metadata are kept.
+
+    Profiles without any measured feature (wells without cells) are dropped first, and profiles
+    left with any missing feature after the steps are dropped last; both with a warning naming them.
+    """
+    profiles = drop_nonfinite_rows(profiles, "all")
     if config.variance_filter:
         profiles = variance_filter(profiles, config.min_variance, config.sphering_fit_on)
     if config.sphering:
@@ -248,7 +270,7 @@ def postprocess(profiles: pd.DataFrame, config: PostProcessing = EMBEDDING_POSTP
         profiles = robustize_per_plate(profiles)
     if config.feature_selection:
         profiles = select_features(profiles, config.feature_selection, config)
-    return profiles
+    return drop_nonfinite_rows(profiles, "any")
 
 
 def consensus(profiles: pd.DataFrame, by: Sequence[str] = CONSENSUS_BY) -> pd.DataFrame:

@@ -1084,6 +1084,18 @@ class SimulationResult:
         return cls(out_dir=out_dir, **tables)
 
 
+def bin_native(image: np.ndarray, binning: float) -> np.ndarray:
+    """A native-resolution (C, H, W) field averaged over ``binning`` × ``binning`` blocks (integer binning),
+    so that a real field can be shown at the simulated pixel size."""
+    factor = int(round(binning))
+    if factor != binning or factor < 1:
+        raise ValueError(f"binning {binning} is not a positive whole number")
+    channels, height, width = image.shape
+    height, width = height - height % factor, width - width % factor
+    blocks = image[:, :height, :width].reshape(channels, height // factor, factor, width // factor, factor)
+    return blocks.mean(axis=(2, 4)).astype(image.dtype)
+
+
 def perturbation_table(wells: pd.DataFrame) -> pd.DataFrame:
     """One row per ``Metadata_broad_sample`` of a well table, with its modality, gene, targets and control type."""
     columns = [

@@ -160,3 +160,17 @@ def test_feature_columns_names_a_non_numeric_column():
     table = make_profiles().assign(label="x")
     with pytest.raises(ValueError, match="label"):
         profiles.feature_columns(table)
+
+
+def test_postprocess_drops_wells_without_cells_and_names_them():
+    rng = np.random.default_rng(0)
+    wells = pd.DataFrame({"Metadata_Plate": "P1", "Metadata_Well": [f"A{i:02d}" for i in range(1, 13)],
+                          "Metadata_negcon": [True] * 6 + [False] * 6})
+    features = pd.DataFrame(rng.normal(size=(12, 3)), columns=["f1", "f2", "f3"])
+    features.iloc[7] = np.nan  # a well without cells
+    table = pd.concat([wells, features], axis=1)
+    config = PostProcessing(variance_filter=False, sphering=False)
+    with pytest.warns(UserWarning, match="A08"):
+        processed = profiles.postprocess(table, config)
+    assert "A08" not in set(processed["Metadata_Well"]) and len(processed) == 11
+    assert np.isfinite(processed[["f1", "f2", "f3"]].to_numpy()).all()

@@ -307,3 +307,12 @@ def test_load_reads_back_the_written_tables(screen):
 def test_load_refuses_an_incomplete_simulation(tmp_path):
     with pytest.raises(FileNotFoundError, match="ground_truth.json"):
         sim.SimulationResult.load(tmp_path)
+
+
+def test_bin_native_averages_blocks():
+    image = np.arange(2 * 4 * 6, dtype=np.uint16).reshape(2, 4, 6)
+    binned = sim.bin_native(image, 2)
+    assert binned.shape == (2, 2, 3)
+    assert binned[1, 1, 2] == image[1, 2:4, 4:6].mean().astype(np.uint16)
+    with pytest.raises(ValueError, match="1.5"):
+        sim.bin_native(image, 1.5)
