@@ -10,12 +10,18 @@ import argparse
 import json
 from collections.abc import Sequence
 
+import pandas as pd
+
+from cellstudy import query
 from cellstudy.crops import load_fields
+from cellstudy.files import atomic_path
 from cellstudy.images import CPJUMP1_CHANNELS, DAOY_CHANNELS
 from cellstudy.train import METHODS, PROFILES, apply_overrides, load_config, train
 
 CHANNEL_MAPS = {"cpjump1": CPJUMP1_CHANNELS, "daoy": DAOY_CHANNELS}
 """Named stain -> channel-number maps for ``--channel-map``."""
+QUERIES = {"compound": (query.rank_genes, query.GENE_LIST), "gene": (query.rank_compounds, query.COMPOUND_LIST)}
+"""``cellstudy query KIND``: the ranking function and the columns that identify one of its lists."""
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -60,11 +66,43 @@ def run_train(args: argparse.Namespace) -> None:
     print(json.dumps({**last, "out": str(result.out_dir)}))
 
 
+def add_query_parser(subparsers: argparse._SubParsersAction) -> None:
+    """``cellstudy query compound|gene NAME``: genes ranked for a compound, or compounds for a gene."""
+    parser = subparsers.add_parser(
+        "query",
+        help="rank genes for a compound, or compounds for a gene, by profile similarity",
+        description="Rank the genes whose CRISPR/ORF consensus profiles look most like a compound's (absolute "
+        "cosine, sign shown), or the compounds most like a gene's, with p-values against all compound-gene pairs.",
+    )
+    parser.add_argument("kind", choices=sorted(QUERIES), help="what NAME is")
+    parser.add_argument("name", help="compound broad_sample or pert_iname, or gene symbol (any case)")
+    parser.add_argument("--profiles", required=True, help="CSV of consensus profiles (Metadata_* columns + features)")
+    parser.add_argument("--top", type=int, default=10, help="ranks shown per list (default: 10)")
+    parser.add_argument(
+        "--modality", nargs="+", choices=query.GENETIC_MODALITIES, default=list(query.GENETIC_MODALITIES),
+        help="genetic modalities (default: crispr orf)",
+    )
+    parser.add_argument("--cell-type", help="only this cell type (default: all)")
+    parser.add_argument("--out", help="also write the full ranked table to this CSV")
+    parser.set_defaults(func=run_query)
+
+
+def run_query(args: argparse.Namespace) -> None:
+    """Rank, optionally write the full table, and print the top of every list."""
+    rank, lists = QUERIES[args.kind]
+    results = rank(pd.read_csv(args.profiles), args.name, args.modality, args.cell_type)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            results.to_csv(tmp, index=False)
+    print(query.as_text(results, lists, args.top))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cellstudy`` parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="cellstudy", description="Self-supervised ViTs vs CellProfiler on CPJUMP1")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_parser(subparsers)
+    add_query_parser(subparsers)
     return parser
 
 
