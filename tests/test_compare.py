@@ -1,0 +1,65 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellstudy import compare
+
+
+def results_for(method, maps, retrieved, modality="compound"):
+    n = len(maps)
+    return pd.DataFrame({"method": method, "task": "replicate_retrieval", "Metadata_cell_type": "U2OS",
+                         "Metadata_modality": modality, "Metadata_timepoint": 48,
+                         "Metadata_genetic_modality": pd.NA, "Metadata_genetic_timepoint": pd.NA,
+                         "Metadata_broad_sample": [f"p{i}" for i in range(n)],
+                         "mean_average_precision": maps, "retrieved": retrieved})
+
+
+def test_summary_fraction_and_map_with_intervals():
+    results = results_for("dino", [0.2, 0.4, 0.6, 0.8], [False, True, True, True])
+    row = compare.summary_with_ci(results).iloc[0]
+    assert row["n"] == 4
+    assert row["fraction_retrieved"] == pytest.approx(0.75)
+    assert row["mAP"] == pytest.approx(0.5)
+    assert row["mAP_low"] <= 0.5 <= row["mAP_high"] and row["fraction_low"] <= 0.75 <= row["fraction_high"]
+
+
+def test_paired_comparison_matches_units_not_rows():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.8, 30)
+    a = results_for("dino", base + 0.1, base > 0)
+    b = results_for("classical", base, base > 0).iloc[::-1]  # same units, other order
+    row = compare.paired_comparisons(pd.concat([a, b]), [("dino", "classical")]).iloc[0]
+    assert row["n"] == 30
+    assert row["mean_difference"] == pytest.approx(0.1)
+    assert row["wilcoxon_p_value"] < 1e-4
+
+
+def genetic_consensus(orf_weight, seed=0, n_genes=30, n_features=40):
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(n_genes, n_features))
+    rows, values = [], []
+    for gene, direction in enumerate(directions):
+        for guide in range(2):
+            rows.append({"Metadata_modality": "crispr", "Metadata_timepoint": 144,
+                         "Metadata_broad_sample": f"g{gene}_{guide}", "Metadata_gene": f"G{gene}"})
+            values.append(direction + 0.5 * rng.normal(size=n_features))
+        rows.append({"Metadata_modality": "orf", "Metadata_timepoint": 96,
+                     "Metadata_broad_sample": f"orf{gene}", "Metadata_gene": f"G{gene}"})
+        values.append(orf_weight * direction + rng.normal(size=n_features))
+    metadata = pd.DataFrame(rows).assign(Metadata_cell_type="U2OS", Metadata_negcon=False)
+    return pd.concat([metadata, pd.DataFrame(values, columns=[f"f{i}" for i in range(n_features)])], axis=1)
+
+
+def test_crispr_orf_similarity_detects_a_planted_positive_correlation():
+    table, summary = compare.crispr_orf_similarity(genetic_consensus(orf_weight=0.4), n_permutations=2000)
+    assert summary["n_genes"] == 30
+    assert summary["mean_matched"] > summary["mean_unmatched"] + 0.1
+    assert summary["p_value"] < 0.01
+    assert (table["pair"] == "matched").sum() == 30 and (table["pair"] == "unmatched").sum() == 30 * 29
+    matched = table[table["pair"] == "matched"]
+    assert summary["mean_matched"] == pytest.approx(matched["cosine"].mean())
+
+
+def test_crispr_orf_similarity_finds_nothing_without_a_relation():
+    _, summary = compare.crispr_orf_similarity(genetic_consensus(orf_weight=0.0, seed=3), n_permutations=2000)
+    assert summary["p_value"] > 0.05
