@@ -295,3 +295,22 @@ def consensus(profiles: pd.DataFrame, by: Sequence[str] = CONSENSUS_BY) -> pd.Da
     constant = groups[others].nunique(dropna=False).le(1).all()
     metadata = groups[[column for column in others if constant[column]]].first()
     return metadata.join(groups[features].median()).reset_index()
+
+
+def standardise(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Each feature centred and scaled to unit standard deviation across the profiles (constant features dropped).
+
+    For a handful of profiles without negative controls (e.g. the ten real fields), where
+    :func:`robustize_per_plate` has nothing to normalise to.
+    """
+    features = profiles[feature_columns(profiles)]
+    spread = features.std()
+    features = features.loc[:, spread > 0]
+    return _with_features(profiles, (features - features.mean()) / spread[spread > 0])
+
+
+def cosine_similarity_matrix(profiles: pd.DataFrame) -> np.ndarray:
+    """Cosine similarity between every pair of profiles (rows)."""
+    values = profiles[feature_columns(profiles)].to_numpy(dtype=float)
+    unit = values / np.linalg.norm(values, axis=1, keepdims=True)
+    return unit @ unit.T

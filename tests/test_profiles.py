@@ -174,3 +174,19 @@ def test_postprocess_drops_wells_without_cells_and_names_them():
         processed = profiles.postprocess(table, config)
     assert "A08" not in set(processed["Metadata_Well"]) and len(processed) == 11
     assert np.isfinite(processed[["f1", "f2", "f3"]].to_numpy()).all()
+
+
+def test_standardise_and_cosine_matrix_agree_with_sklearn():
+    from sklearn.metrics.pairwise import cosine_similarity
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(6, 4))
+    values[:, 3] = 2.0  # constant: dropped
+    table = pd.concat([pd.DataFrame({"Metadata_Well": list("ABCDEF")}),
+                       pd.DataFrame(values, columns=["a", "b", "c", "d"])], axis=1)
+    standard = profiles.standardise(table)
+    assert profiles.feature_columns(standard) == ["a", "b", "c"]
+    expected = StandardScaler().fit_transform(values[:, :3]) * np.sqrt(5 / 6)  # pandas std uses n - 1
+    np.testing.assert_allclose(standard[["a", "b", "c"]].to_numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(profiles.cosine_similarity_matrix(standard), cosine_similarity(expected), atol=1e-12)
