@@ -25,8 +25,6 @@ import itertools
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -36,9 +34,9 @@ import numpy as np
 import pandas as pd
 from cp_measure.bulk import get_core_measurements, get_correlation_measurements
 from skimage.segmentation import relabel_sequential
-from tqdm.auto import tqdm
 
 from cellstudy.images import CHANNELS, CPJUMP1_CHANNELS, read_field
+from cellstudy.parallel import map_with_progress
 from cellstudy.segmentation import segment_cells, segment_nuclei
 
 OBJECTS = ("Cells", "Nuclei", "Cytoplasm")
@@ -469,14 +467,7 @@ def profile_fields(
     gets NaN features, count 0 and a warning naming it.
     """
     tasks, metadata = _well_tasks(field_table, channel_map, families, agg, nuclei_options, cell_options)
-    profiles = []
-    with (
-        tqdm(total=len(tasks), desc="classical features", unit="well", disable=not progress) as bar,
-        ProcessPoolExecutor(n_workers) if n_workers > 1 else nullcontext() as pool,
-    ):
-        for profile in pool.map(_profile_well, tasks, chunksize=4) if pool else map(_profile_well, tasks):
-            profiles.append(profile)
-            bar.update()
+    profiles = map_with_progress(_profile_well, tasks, n_workers, "classical features", "well", progress)
     empty = [f"{task.well} ({task.folder})" for task, profile in zip(tasks, profiles) if profile[COUNT_COLUMNS[0]] == 0]
     if empty:
         warnings.warn(f"no cells found in well(s) {', '.join(empty)}: their features are NaN", stacklevel=2)
