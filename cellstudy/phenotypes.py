@@ -12,13 +12,19 @@ The generative model (knobs in :class:`PhenotypeConfig`):
 - **Genes**: a share of genes has a visible knockout phenotype, a sparse random
   vector (a few axes) of random norm; the rest have none. Each cell type sees a
   correlated version of it.
-- **CRISPR guides**: the gene's phenotype times the guide's efficiency (some
-  guides fail and have none).
+- **CRISPR guides**: the gene's phenotype plus a guide-specific off-target
+  phenotype (off-target cutting and guide-specific DNA-damage responses), both
+  times the guide's efficiency (some guides fail and have none), so that two
+  guides of one gene agree only in their on-target part.
 - **ORFs**: weak, noisy, slightly positively correlated with the knockout.
-- **Compounds**: a random mix of their annotated targets' phenotypes (targets
-  restricted to the simulated genes) plus an off-target component; for a share
-  of compounds (polypharmacology) the mix comes from another, unannotated gene
-  instead, as BI-2536's phenotype is PLK1's.
+- **Compounds**: a random mix of their annotated targets' inhibition phenotypes
+  (targets restricted to the simulated genes) plus an off-target component; for
+  a share of compounds (polypharmacology) the mix comes from another,
+  unannotated gene instead, as BI-2536's phenotype is PLK1's. A gene's
+  inhibition phenotype, shared by every compound hitting it, is only partly
+  correlated with its knockout (acute loss of activity differs from days
+  without the protein), so compounds match their sisters more easily than
+  their target's guides and ORF.
 - **Negative controls**: zero.
 
 Every entity draws from its own random stream, keyed by the seed and its name,
@@ -87,58 +93,79 @@ LATENT_PREFIX = "Latent_"
 class PhenotypeConfig:
     """Strength and noise of the perturbation phenotypes (all latent norms in axis units).
 
+    The defaults are calibrated so that CellProfiler-style features of the
+    default simulated screen (:func:`cellstudy.classical.profile_fields`,
+    U2OS, later time point) retrieve about as often as CellProfiler did in the
+    CPJUMP1 paper (fraction retrieved with copairs; see
+    ``../shared/study-design.md``). Calibrated on the classical baseline only;
+    each knob's target is named below.
+
     Attributes
     ----------
     visible_fraction
-        Share of genes whose knockout has a visible phenotype.
+        Share of genes whose knockout has a visible phenotype (0.8: CRISPR
+        replicate retrieval 0.5-0.7, most knockouts replicable as in CPJUMP1).
     axes_per_gene
         Mean number of axes a visible gene phenotype moves (at least one).
     gene_norm
-        Median norm of a visible gene phenotype.
+        Median norm of a visible gene phenotype (also of its inhibition phenotype).
     gene_norm_sd
         Log-normal spread of that norm across genes.
     cell_type_correlation
         Correlation of a gene's phenotype between two cell types.
     crispr_scale
-        Multiplier of the gene phenotype for a fully efficient guide.
+        Multiplier of the gene phenotype for a fully efficient guide (with
+        ``guide_off_target_norm``: CRISPR replicate retrieval 0.5-0.7 and sister
+        matching 0.05-0.25).
     guide_failure_fraction
         Share of guides with no effect at all.
     guide_efficiency_beta
         Beta(a, b) distribution of the efficiency of the other guides.
+    guide_off_target_norm
+        Norm of a fully efficient guide's own off-target phenotype (0: guides of
+        a gene differ only in efficiency). It rivals the on-target part, which
+        keeps CRISPR sister matching at 0.05-0.25.
     orf_visible_fraction
         Share of ORFs with a visible over-expression phenotype.
     orf_norm
-        Norm of a visible ORF phenotype (weak).
+        Norm of a visible ORF phenotype (weak; ORF replicate retrieval 0.05-0.4).
     orf_knockout_correlation
         Cosine between an ORF phenotype and its gene's knockout phenotype.
+    inhibition_knockout_correlation
+        Cosine between a gene's inhibition phenotype (what its compounds share)
+        and its knockout phenotype; both have the same norm. Calibrated to
+        compound-gene matching 0-0.08.
     compound_norm_scale
-        Multiplier of the target-driven compound phenotype (inhibition is stronger
-        and faster than knockout).
+        Multiplier of the target-driven compound phenotype.
     compound_potency_sd
         Log-normal spread of compound potency.
     off_target_norm
-        Norm of each compound's off-target phenotype.
+        Norm of each compound's off-target phenotype (with
+        ``compound_norm_scale``: compound replicate retrieval 0.7-0.95 and
+        compound sister matching 0.05-0.25; off-targets rival the target-driven part).
     polypharmacology_fraction
         Share of compounds whose phenotype comes from an unannotated gene.
     early_timepoint_strength
         Phenotype multiplier at each modality's shorter time point.
     """
 
-    visible_fraction: float = 0.5
+    visible_fraction: float = 0.8
     axes_per_gene: float = 3.0
-    gene_norm: float = 2.0
-    gene_norm_sd: float = 0.4
+    gene_norm: float = 2.2
+    gene_norm_sd: float = 0.5
     cell_type_correlation: float = 0.7
-    crispr_scale: float = 1.0
-    guide_failure_fraction: float = 0.15
+    crispr_scale: float = 0.8
+    guide_failure_fraction: float = 0.1
     guide_efficiency_beta: tuple[float, float] = (4.0, 1.5)
+    guide_off_target_norm: float = 2.5
     orf_visible_fraction: float = 0.5
-    orf_norm: float = 0.8
+    orf_norm: float = 1.6
     orf_knockout_correlation: float = 0.3
-    compound_norm_scale: float = 1.5
+    inhibition_knockout_correlation: float = 0.3
+    compound_norm_scale: float = 1.0
     compound_potency_sd: float = 0.3
-    off_target_norm: float = 1.2
-    polypharmacology_fraction: float = 0.15
+    off_target_norm: float = 1.5
+    polypharmacology_fraction: float = 0.2
     early_timepoint_strength: float = 0.7
 
 
@@ -175,6 +202,20 @@ def correlated_variant(rng: np.random.Generator, vector: np.ndarray, correlation
     return np.linalg.norm(vector) * (correlation * direction + np.sqrt(1.0 - correlation**2) * orthogonal)
 
 
+def mixed_direction(reference: np.ndarray, own: np.ndarray, correlation: float) -> np.ndarray:
+    """A unit vector at cosine ``correlation`` to the unit (or zero) vector ``reference``, the rest along ``own``.
+
+    The part orthogonal to ``reference`` follows ``own`` (made orthogonal to it);
+    a zero ``reference`` gives ``own``'s direction, an ``own`` parallel to it gives ``reference``.
+    """
+    orthogonal = unit(own - (own @ reference) * reference)
+    if not reference.any():
+        return unit(own)
+    if not orthogonal.any():
+        return reference
+    return unit(correlation * reference + np.sqrt(1.0 - correlation**2) * orthogonal)
+
+
 def gene_phenotype(
     gene: str, cell_type: str, config: PhenotypeConfig, seed: int, force_visible: bool = False
 ) -> np.ndarray:
@@ -202,6 +243,13 @@ def guide_efficiency(guide: str, config: PhenotypeConfig, seed: int) -> float:
     return 0.0 if failed else float(rng.beta(*config.guide_efficiency_beta))
 
 
+def guide_off_target(guide: str, cell_type: str, config: PhenotypeConfig, seed: int) -> np.ndarray:
+    """A fully efficient guide's own off-target phenotype: a sparse random vector of norm ``guide_off_target_norm``."""
+    rng = keyed_rng(seed, "guide", guide, "off-target")
+    vector = config.guide_off_target_norm * sparse_direction(rng, config.axes_per_gene)
+    return correlated_variant(keyed_rng(seed, "guide", guide, cell_type), vector, config.cell_type_correlation)
+
+
 def orf_phenotype(orf: str, gene: str, cell_type: str, config: PhenotypeConfig, seed: int) -> np.ndarray:
     """Over-expression phenotype: weak, noisy, cosine ``orf_knockout_correlation`` with the knockout."""
     rng = keyed_rng(seed, "orf", orf)
@@ -209,8 +257,17 @@ def orf_phenotype(orf: str, gene: str, cell_type: str, config: PhenotypeConfig, 
         return np.zeros(N_AXES)
     own = sparse_direction(rng, config.axes_per_gene)
     knockout = unit(gene_phenotype(gene, cell_type, config, seed))
-    rho = config.orf_knockout_correlation if knockout.any() else 0.0
-    return config.orf_norm * unit(rho * knockout + np.sqrt(1.0 - rho**2) * unit(own - (own @ knockout) * knockout))
+    return config.orf_norm * mixed_direction(knockout, own, config.orf_knockout_correlation)
+
+
+def inhibition_phenotype(
+    gene: str, cell_type: str, config: PhenotypeConfig, seed: int, force_visible: bool = False
+) -> np.ndarray:
+    """Phenotype of inhibiting ``gene``'s product with a compound: the knockout's norm (zero if it has none),
+    at cosine ``inhibition_knockout_correlation`` to the knockout; ``force_visible`` as :func:`gene_phenotype`."""
+    knockout = gene_phenotype(gene, cell_type, config, seed, force_visible)
+    own = sparse_direction(keyed_rng(seed, "inhibition", gene), config.axes_per_gene)
+    return np.linalg.norm(knockout) * mixed_direction(unit(knockout), own, config.inhibition_knockout_correlation)
 
 
 @dataclass(frozen=True)
@@ -243,10 +300,10 @@ def compound_phenotype(
 ) -> CompoundPhenotype:
     """Phenotype of a compound annotated to ``annotated_targets``.
 
-    The target-driven part mixes the phenotypes of the annotated targets among
-    the simulated ``genes``; a polypharmacology compound's comes instead from a
-    driver drawn from ``all_genes`` outside its annotation, with a visible
-    phenotype forced.
+    The target-driven part mixes the inhibition phenotypes
+    (:func:`inhibition_phenotype`) of the annotated targets among the simulated
+    ``genes``; a polypharmacology compound's comes instead from a driver drawn
+    from ``all_genes`` outside its annotation, with a visible phenotype forced.
     """
     rng = keyed_rng(seed, "compound", compound)
     potency = config.compound_norm_scale * np.exp(config.compound_potency_sd * rng.standard_normal())
@@ -260,10 +317,10 @@ def compound_phenotype(
     candidates = sorted(set(all_genes) - set(annotated_targets))
     if polypharmacology and candidates:
         driver = str(rng.choice(candidates))
-        on_target = gene_phenotype(driver, cell_type, config, seed, force_visible=True)
+        on_target = inhibition_phenotype(driver, cell_type, config, seed, force_visible=True)
         return CompoundPhenotype(potency * on_target + off_target, dict.fromkeys(targets, 0.0), driver)
     on_target = sum(
-        (w * gene_phenotype(g, cell_type, config, seed) for g, w in zip(targets, weights)), np.zeros(N_AXES)
+        (w * inhibition_phenotype(g, cell_type, config, seed) for g, w in zip(targets, weights)), np.zeros(N_AXES)
     )
     return CompoundPhenotype(potency * on_target + off_target, dict(zip(targets, map(float, weights))), None)
 
@@ -349,7 +406,8 @@ def _phenotype_of(
         raise ValueError(f"{modality} perturbation {sample!r} has no Metadata_gene")
     if modality == "crispr":
         efficiency = guide_efficiency(sample, config, seed)
-        vector = config.crispr_scale * efficiency * gene_phenotype(gene, cell_type, config, seed)
+        on_target = config.crispr_scale * gene_phenotype(gene, cell_type, config, seed)
+        vector = efficiency * (on_target + guide_off_target(sample, cell_type, config, seed))
         return {**extra, "guide_efficiency": efficiency}, vector
     if modality == "orf":
         return extra, orf_phenotype(sample, gene, cell_type, config, seed)
@@ -382,7 +440,7 @@ def compound_gene_truth(
     per cell type, compound and gene that is either an annotated target among
     the simulated ``genes`` or the compound's polypharmacology driver (when
     simulated), with :data:`TRUTH_COLUMNS`: ``annotated``; ``shares_phenotype``
-    (the gene's knockout phenotype drives the compound's: a visible annotated
+    (the gene's inhibition phenotype drives the compound's: a visible annotated
     target of a compound without polypharmacology, or the driver); ``weight``
     (the gene's share of the target-driven part); ``cosine`` (between the
     compound's and the gene's knockout phenotypes, 0 if either is zero).

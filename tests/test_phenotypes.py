@@ -102,13 +102,34 @@ def test_orf_is_weak_and_correlated_with_the_knockout_by_config():
             assert cosine(orf, knockout) == pytest.approx(config.orf_knockout_correlation)
 
 
+def test_inhibition_has_the_knockout_norm_at_the_configured_cosine():
+    for gene in GENES[:40]:
+        knockout = ph.gene_phenotype(gene, "U2OS", CONFIG, 0)
+        inhibition = ph.inhibition_phenotype(gene, "U2OS", CONFIG, 0)
+        assert np.linalg.norm(inhibition) == pytest.approx(np.linalg.norm(knockout))
+        if knockout.any() and not np.allclose(inhibition, knockout):  # else the variant had no other direction
+            assert cosine(inhibition, knockout) == pytest.approx(CONFIG.inhibition_knockout_correlation)
+    identical = replace(CONFIG, inhibition_knockout_correlation=1.0)
+    assert np.allclose(ph.inhibition_phenotype("G007", "U2OS", identical, 0, force_visible=True),
+                       ph.gene_phenotype("G007", "U2OS", identical, 0, force_visible=True))
+
+
+def test_guides_carry_their_own_off_target_of_configured_norm():
+    for i in range(30):
+        off_target = ph.guide_off_target(f"sg{i}", "U2OS", CONFIG, 0)
+        assert np.linalg.norm(off_target) == pytest.approx(CONFIG.guide_off_target_norm)
+    first, second = (ph.guide_off_target(guide, "U2OS", CONFIG, 0) for guide in ("sgA", "sgB"))
+    assert not np.allclose(first, second)
+    assert not ph.guide_off_target("sgA", "U2OS", replace(CONFIG, guide_off_target_norm=0.0), 0).any()
+
+
 def test_compound_is_its_targets_mix_without_off_target_or_polypharmacology():
     config = replace(CONFIG, off_target_norm=0.0, polypharmacology_fraction=0.0, visible_fraction=1.0)
     targets = ["G001", "G002", "G003"]
     compound = ph.compound_phenotype("BRD-X", [*targets, "NOT_SIMULATED"], targets[:2], "U2OS", config, 0, GENES)
     assert set(compound.target_weights) == {"G001", "G002"}
     assert sum(compound.target_weights.values()) == pytest.approx(1.0)
-    basis = np.stack([ph.gene_phenotype(g, "U2OS", config, 0) for g in targets[:2]], axis=1)
+    basis = np.stack([ph.inhibition_phenotype(g, "U2OS", config, 0) for g in targets[:2]], axis=1)
     coefficients = np.linalg.lstsq(basis, compound.vector, rcond=None)[0]
     assert np.allclose(basis @ coefficients, compound.vector)
     weights = np.array([compound.target_weights[g] for g in targets[:2]])
@@ -121,7 +142,7 @@ def test_polypharmacology_driver_is_unannotated_and_drives_the_phenotype():
     annotated = ["G001", "G002"]
     compound = ph.compound_phenotype("BRD-Y", annotated, GENES, "U2OS", config, 0, GENES)
     assert compound.driver is not None and compound.driver not in annotated
-    driver = ph.gene_phenotype(compound.driver, "U2OS", config, 0, force_visible=True)
+    driver = ph.inhibition_phenotype(compound.driver, "U2OS", config, 0, force_visible=True)
     assert cosine(compound.vector, driver) == pytest.approx(1.0)
     assert all(weight == 0 for weight in compound.target_weights.values())
 
@@ -143,7 +164,8 @@ def test_perturbation_phenotypes_follow_the_modality_rules():
     for cell_type in ("U2OS", "A549"):
         gene = ph.gene_phenotype("G001", cell_type, CONFIG, 5)
         for guide in ("sgA", "sgB"):
-            expected = CONFIG.crispr_scale * ph.guide_efficiency(guide, CONFIG, 5) * gene
+            off_target = ph.guide_off_target(guide, cell_type, CONFIG, 5)
+            expected = ph.guide_efficiency(guide, CONFIG, 5) * (CONFIG.crispr_scale * gene + off_target)
             assert np.allclose(latent.loc[(guide, cell_type)], expected)
         assert np.allclose(latent.loc[("neg", cell_type)], 0)
         assert np.allclose(latent.loc[("DMSO", cell_type)], 0)
