@@ -7,11 +7,19 @@ Run one with ``python -m cellstudy.bench NAME``.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
 
-from cellstudy import data, images, segmentation
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cellstudy import data, images, segmentation, settings, train
+from cellstudy.crops import CropDataset, compute_channel_stats
+
+Result = dict[str, float | str]
+"""Metric name -> number, or a verdict (``"met"`` / ``"MISSED by ..."``) for a target."""
 
 
 def _timed(function: Callable[[], object], repeats: int) -> float:
@@ -43,9 +51,115 @@ def bench_segmentation(repeats: int = 2) -> dict[str, float]:
     return {"nuclei fields/s": len(stack) / nuclei_s, "cells fields/s": len(stack) / cells_s}
 
 
-BENCHMARKS: dict[str, Callable[[], dict[str, float]]] = {
+def verdict(value: float, limit: float, at_most: bool = False) -> str:
+    """``"met"`` if ``value`` is at least (``at_most``: at most) ``limit``, else by how much it misses."""
+    met = value <= limit if at_most else value >= limit
+    return "met" if met else f"MISSED by {abs(value - limit):.2f}"
+
+
+@functools.cache
+def matmul_peak_gflops(size: int = 4096, repeats: int = 5) -> float:
+    """The machine's float32 matmul rate (GFLOP/s): best of ``repeats`` products of two ``size`` x ``size`` matrices."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return 2 * size**3 / _timed(lambda: a @ b, repeats) / 1e9
+
+
+@functools.cache
+def _real_fields() -> tuple:
+    """The ten real fields, read once per process."""
+    return tuple(images.read_field(f.folder, f.well, f.field) for f in data.sample_fields(download=False).itertuples())
+
+
+def _dataset(config: train.ExperimentConfig) -> CropDataset:
+    fields = list(_real_fields())
+    return CropDataset(fields, config.crops, compute_channel_stats(fields, config.crops.transform))
+
+
+def training_batch(config: train.ExperimentConfig) -> dict:
+    """The first batch of crops of the real fields, as :func:`cellstudy.train.train` draws it."""
+    sampler = train.StepBatchSampler(0, 1, config.train.batch_size)
+    return next(iter(torch.utils.data.DataLoader(_dataset(config), batch_sampler=sampler)))
+
+
+def step_cost(config: train.ExperimentConfig, repeats: int = 5) -> tuple[float, float]:
+    """FLOPs (counted by ``FlopCounterMode``) and best wall-clock seconds of one forward-backward-update step."""
+    batch = training_batch(config)
+    model = train.build_model(config).train()
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def step() -> None:
+        loss, _ = model(batch, 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        model.after_optimizer_step(0, config.train.steps)
+
+    step()  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops()), _timed(step, repeats)
+
+
+def training_throughput(config: train.ExperimentConfig, min_peak_percent: float = 40.0) -> Result:
+    """Training images/s, achieved GFLOP/s and its share of the matmul peak (target: ``min_peak_percent``)."""
+    flops, seconds = step_cost(config)
+    percent = 100 * flops / seconds / 1e9 / matmul_peak_gflops()
+    return {
+        "images/s": config.train.batch_size / seconds,
+        "GFLOP/s": flops / seconds / 1e9,
+        "% of matmul peak": percent,
+        f">= {min_peak_percent:g}% of peak": verdict(percent, min_peak_percent),
+    }
+
+
+def loader_images_per_s(config: train.ExperimentConfig, steps: int = 10) -> float:
+    """Samples per second the training data loader delivers (crop sampling, filter, augmentation, normalisation)."""
+    sampler = train.StepBatchSampler(0, steps, config.train.batch_size)
+    loader = torch.utils.data.DataLoader(_dataset(config), batch_sampler=sampler, num_workers=config.train.num_workers)
+    return steps * config.train.batch_size / _timed(lambda: list(loader), 1)
+
+
+def bench_matmul() -> Result:
+    """The float32 matmul peak that training efficiency is measured against."""
+    return {"GFLOP/s": matmul_peak_gflops(), "torch threads": float(torch.get_num_threads())}
+
+
+def bench_mae_training(profile: str = "default", max_time_ratio: float = 0.4) -> Result:
+    """MAE (mask 0.75) on crops of the real fields, and the same encoder on all tokens (mask 0); the masked step
+    must take at most ``max_time_ratio`` of the all-token one."""
+    masked = settings.training_config("mae", profile)
+    all_tokens = train.apply_overrides(masked, {"mae": {"mask_ratio": 0.0}})
+    rates = {"masked": training_throughput(masked), "all tokens": training_throughput(all_tokens)}
+    ratio = rates["all tokens"]["images/s"] / rates["masked"]["images/s"]
+    results: Result = {f"{name} {metric}": value for name, rate in rates.items() for metric, value in rate.items()}
+    return results | {"masked/all-token step time": ratio,
+                      f"<= {max_time_ratio:g} x all-token step": verdict(ratio, max_time_ratio, at_most=True)}
+
+
+def bench_dino_training(profile: str = "default") -> Result:
+    """DINO (2 global and the profile's local crops) on crops of the real fields."""
+    return training_throughput(settings.training_config("dino", profile))
+
+
+def bench_loader(profile: str = "default") -> Result:
+    """The training data loader (the profile's workers) against what training consumes; it must be faster."""
+    results: Result = {}
+    for method in train.METHODS:
+        config = settings.training_config(method, profile)
+        loader = loader_images_per_s(config)
+        ratio = loader / (config.train.batch_size / step_cost(config)[1])
+        results |= {f"{method} loader images/s": loader, f"{method} loader/training": ratio,
+                    f"{method} loader faster": verdict(ratio, 1.0)}
+    return results
+
+
+BENCHMARKS: dict[str, Callable[[], Result]] = {
     "read_fields": bench_read_fields,
     "segmentation": bench_segmentation,
+    "matmul": bench_matmul,
+    "mae_training": bench_mae_training,
+    "dino_training": bench_dino_training,
+    "loader": bench_loader,
 }
 
 
@@ -58,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
     for name in args.names or BENCHMARKS:
         for metric, value in BENCHMARKS[name]().items():
-            print(f"{name:<24} {metric:<28} {value:12.2f}", flush=True)
+            shown = f"{value:12.2f}" if isinstance(value, float) else f"{value:>12}"
+            print(f"{name:<16} {metric:<36} {shown}", flush=True)
     return 0
 
 

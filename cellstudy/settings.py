@@ -10,10 +10,15 @@ book's methods chapter can report exactly the settings that were used.
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from cellstudy import simulate
+import pandas as pd
+import torch
+
+from cellstudy import simulate, train
 
 PROFILES = ("quick", "default", "full")
 
@@ -34,3 +39,93 @@ def simulation_config(profile: str, metadata_folder: str | None = None) -> simul
 def simulation_dir(build_dir: str | Path) -> Path:
     """Where the simulated screen of a build lives (written by the simulated-benchmark notebook)."""
     return Path(build_dir) / "simulated"
+
+
+def simulated_screen(
+    profile: str, build_dir: str | Path, metadata_folder: str | None = None, progress: bool = True
+) -> simulate.SimulationResult:
+    """The profile's simulated screen in :func:`simulation_dir`.
+
+    Loaded if a complete screen of the profile's configuration is there (where
+    the CPJUMP1 metadata were read from does not count), otherwise simulated,
+    replacing a screen of another configuration (its images are deleted first).
+    """
+    config, folder = simulation_config(profile, metadata_folder), simulation_dir(build_dir)
+    summary = folder / simulate.SUMMARY_FILE
+    if summary.exists() and _without_source(json.loads(summary.read_text())["config"]) == _without_source(
+        config.to_dict()
+    ):
+        return simulate.SimulationResult.load(folder)
+    summary.unlink(missing_ok=True)  # the old screen is incomplete from here on
+    shutil.rmtree(folder / simulate.IMAGE_FOLDER, ignore_errors=True)
+    return simulate.simulate(config, folder, progress=progress)
+
+
+def _without_source(config: dict) -> dict:
+    """A simulation config dict without ``metadata_folder``."""
+    return {key: value for key, value in config.items() if key != "metadata_folder"}
+
+
+TRAINING_PROFILE = {"quick": "cpu", "default": "cpu", "full": "gpu-vit-s16-224"}
+"""The :func:`cellstudy.train.default_config` profile each run profile starts from."""
+TRAINING_OVERRIDES = {
+    ("quick", "mae"): {"train": {"steps": 8, "warmup_steps": 2, "batch_size": 16, "checkpoint_every": 8}},
+    ("quick", "dino"): {"train": {"steps": 4, "warmup_steps": 1, "batch_size": 8, "checkpoint_every": 4}},
+    ("default", "mae"): {"train": {"steps": 600, "warmup_steps": 40}},
+    ("default", "dino"): {"train": {"steps": 200, "warmup_steps": 20}},
+}
+"""Changes to the training profile per (run profile, method). ``quick``: a few steps, seconds.
+``default``: the CPU profile cut to about 2 minutes per model on 2 idle cores (MAE about 0.2 s per
+step of 64 crops, DINO about 0.7 s per step of 32 samples of 6 views), so that a pre-training
+notebook runs in 5 minutes. ``full``: the GPU profile unchanged."""
+REAL_FIELD_STEPS = 0.25
+"""Share of a profile's steps used to pre-train on the ten real fields (far fewer images than the screen)."""
+
+
+def training_config(method: str, profile: str, real_fields: bool = False) -> train.ExperimentConfig:
+    """Pre-training configuration of ``method`` (``mae`` or ``dino``) under a run profile.
+
+    ``real_fields`` shortens the run to :data:`REAL_FIELD_STEPS` of the steps (and warm-up).
+    """
+    config = train.default_config(method, TRAINING_PROFILE[check_profile(profile)])
+    config = train.apply_overrides(config, TRAINING_OVERRIDES.get((profile, method), {}), f"profile {profile}")
+    if not real_fields:
+        return config
+    steps = max(1, round(config.train.steps * REAL_FIELD_STEPS))
+    warmup = round(config.train.warmup_steps * REAL_FIELD_STEPS)
+    return train.apply_overrides(config, {"train": {"steps": steps, "warmup_steps": warmup}})
+
+
+def model_dir(build_dir: str | Path, method: str, real_fields: bool = False) -> Path:
+    """Where a build's pre-trained model lives: ``models/<method>`` (``models/<method>_real`` for the real fields)."""
+    return Path(build_dir) / "models" / (f"{method}_real" if real_fields else method)
+
+
+def resumable(out_dir: str | Path, config: train.ExperimentConfig) -> bool:
+    """Whether ``out_dir`` holds a checkpoint of ``config`` to resume (not one of another profile).
+
+    Pass it as :func:`cellstudy.train.train`'s ``resume``: a build whose profile
+    changed then retrains instead of refusing the old checkpoint.
+    """
+    checkpoint = Path(out_dir) / train.CHECKPOINT
+    if not checkpoint.exists():
+        return False
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["config"]
+    return train.resume_signature(saved) == train.resume_signature(config.to_dict())
+
+
+PRETRAINING_FIELDS = {"quick": None, "default": 320, "full": None}
+"""Fields of the simulated screen that pre-training reads (a seeded random sample; ``None``: all). The
+default profile's runs see each of them about a hundred times; more fields would only cost memory and
+loading time."""
+QUICK_CHECK_TILES_PER_FIELD = {"quick": None, "default": 6, "full": None}
+"""Tiles per field embedded for the pre-training notebooks' kNN check (``None``: all that pass the
+cell filter); the default profile subsamples to embed the screen in about a minute."""
+
+
+def pretraining_fields(field_table: pd.DataFrame, profile: str, seed: int = 0) -> pd.DataFrame:
+    """The rows of a screen's field table that a profile pre-trains on (:data:`PRETRAINING_FIELDS`), in table order."""
+    count = PRETRAINING_FIELDS[check_profile(profile)]
+    if count is None or count >= len(field_table):
+        return field_table
+    return field_table.sample(count, random_state=seed).sort_index()

@@ -1,6 +1,10 @@
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
 import pytest
 
-from cellstudy import settings, simulate
+from cellstudy import settings, simulate, train
 
 
 def test_every_profile_has_a_simulation_and_quick_is_smaller():
@@ -13,3 +17,67 @@ def test_every_profile_has_a_simulation_and_quick_is_smaller():
 def test_unknown_profile_is_named():
     with pytest.raises(ValueError, match="'huge'"):
         settings.simulation_config("huge")
+
+
+@pytest.mark.parametrize("method", ["mae", "dino"])
+def test_training_profiles_grow_from_quick_to_full(method):
+    quick, default, full = (settings.training_config(method, profile) for profile in settings.PROFILES)
+    assert quick.method == default.method == full.method == method
+    assert quick.train.steps < default.train.steps < full.train.steps
+    assert full == train.default_config(method, "gpu-vit-s16-224")
+    cpu = train.default_config(method, "cpu")
+    assert (default.encoder, default.crops, default.mae, default.dino) == (cpu.encoder, cpu.crops, cpu.mae, cpu.dino)
+
+
+def test_real_field_runs_take_a_share_of_the_steps():
+    screen, real = settings.training_config("mae", "default"), settings.training_config("mae", "default", True)
+    assert real.train.steps == round(screen.train.steps * settings.REAL_FIELD_STEPS)
+    assert real.train.warmup_steps < real.train.steps
+    assert settings.training_config("dino", "quick", real_fields=True).train.steps >= 1
+    with pytest.raises(ValueError, match="'huge'"):
+        settings.training_config("mae", "huge")
+
+
+def test_model_dirs_are_per_method_and_image_source(tmp_path):
+    assert settings.model_dir(tmp_path, "dino") == tmp_path / "models" / "dino"
+    assert settings.model_dir(tmp_path, "mae", real_fields=True) == tmp_path / "models" / "mae_real"
+
+
+def test_a_checkpoint_is_resumable_only_by_its_own_config(tmp_path):
+    config = train.apply_overrides(settings.training_config("mae", "quick"), {
+        "encoder": {"depth": 1, "img_size": 32}, "crops": {"global_size": 32, "region_size": 32},
+        "train": {"steps": 1, "batch_size": 2, "device": "cpu"}})
+    assert not settings.resumable(tmp_path, config)
+    field = np.random.default_rng(0).poisson(100, size=(5, 64, 64)).astype(np.uint16)
+    train.train(config, [field], tmp_path, progress=False)
+    assert settings.resumable(tmp_path, config)
+    assert settings.resumable(tmp_path, train.apply_overrides(config, {"train": {"num_workers": 1}}))
+    assert not settings.resumable(tmp_path, train.apply_overrides(config, {"train": {"base_lr": 1e-4}}))
+
+
+def test_simulated_screen_is_loaded_when_it_matches_and_remade_otherwise(tmp_path, monkeypatch):
+    tiny = replace(simulate.QUICK_CONFIG, n_genes=1, n_replicate_plates=1, negcon_wells_per_plate=1,
+                   image_size=48, modalities=("orf",), n_workers=1)
+    monkeypatch.setattr(settings, "simulation_config", lambda profile, metadata_folder=None: tiny)
+    calls = []
+    real_simulate = simulate.simulate
+    monkeypatch.setattr(simulate, "simulate",
+                        lambda *args, **kwargs: calls.append(args) or real_simulate(*args, **kwargs))
+    first = settings.simulated_screen("quick", tmp_path, progress=False)
+    again = settings.simulated_screen("quick", tmp_path, progress=False)
+    assert len(calls) == 1 and again.out_dir == first.out_dir == settings.simulation_dir(tmp_path)
+    assert again.wells[["Metadata_Plate", "Metadata_Well"]].equals(first.wells[["Metadata_Plate", "Metadata_Well"]])
+    stale = first.image_folder / "SIM_OLD" / "r01c01f01p01-ch1sk1fk1fl1.tiff"
+    stale.parent.mkdir()
+    stale.touch()
+    monkeypatch.setattr(settings, "simulation_config", lambda profile, metadata_folder=None: replace(tiny, seed=1))
+    settings.simulated_screen("quick", tmp_path, progress=False)
+    assert len(calls) == 2 and not stale.exists()
+
+
+def test_pretraining_fields_are_a_seeded_sample_in_table_order():
+    table = pd.DataFrame({"folder": "f", "well": [f"A{i:02d}" for i in range(1, 501)], "field": 1})
+    sample = settings.pretraining_fields(table, "default")
+    assert len(sample) == settings.PRETRAINING_FIELDS["default"] < len(table)
+    assert sample.index.is_monotonic_increasing and sample.equals(settings.pretraining_fields(table, "default"))
+    assert settings.pretraining_fields(table, "quick") is table

@@ -1,0 +1,81 @@
+"""Looking inside pre-trained models: MAE reconstructions and ViT class-token attention.
+
+- :func:`mae_reconstruction`: an image, the same image with MAE's hidden
+  patches blanked, and MAE's reconstruction of them (visible patches pasted
+  back), in the units of the input. With the normalised-pixel loss MAE
+  predicts each hidden patch up to its own mean and scale; those are taken from
+  the true patch (as in He et al.'s figures), so the reconstruction shows the
+  predicted *structure* inside each patch.
+- :func:`cls_attention`: how much the class token attends to each patch in the
+  encoder's last block, per head (Caron et al.'s attention maps).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from cellstudy.models.mae import MAE, masking_noise
+from cellstudy.models.vit import ViTEncoder
+
+
+class Reconstruction(NamedTuple):
+    """MAE's view of a batch of images, each ``(B, C, H, W)`` in input units.
+
+    Attributes
+    ----------
+    original
+        The input.
+    masked
+        The input with hidden pixels set to NaN (shown blank).
+    reconstructed
+        Predicted pixels where hidden, the input where visible.
+    hidden
+        1 for hidden pixels, 0 for visible ones.
+    """
+
+    original: torch.Tensor
+    masked: torch.Tensor
+    reconstructed: torch.Tensor
+    hidden: torch.Tensor
+
+
+@torch.no_grad()
+def mae_reconstruction(model: MAE, imgs: torch.Tensor, seed: int = 0) -> Reconstruction:
+    """Mask ``imgs`` as in training (sample ``i`` with mask seed ``seed + i``) and reconstruct them."""
+    encoder = model.encoder
+    height, width = imgs.shape[-2:]
+    seeds = seed + torch.arange(imgs.shape[0])
+    _, pred, mask = model.reconstruct(imgs, masking_noise(seeds, encoder.num_tokens(height, width)))
+    target = encoder.patchify(imgs)
+    if model.config.norm_pix_loss:
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+        pred = pred * (var + 1.0e-6) ** 0.5 + mean
+    hidden = encoder.unpatchify(mask[..., None].expand_as(target), height, width)
+    reconstructed = encoder.unpatchify(pred, height, width) * hidden + imgs * (1 - hidden)
+    return Reconstruction(imgs, imgs.masked_fill(hidden.bool(), float("nan")), reconstructed, hidden)
+
+
+@torch.no_grad()
+def cls_attention(encoder: ViTEncoder, imgs: torch.Tensor) -> torch.Tensor:
+    """Attention of the class token to every patch in the last block, ``(B, heads, rows, cols)``.
+
+    The softmax weights are recomputed from the last block's input (captured
+    with a forward hook), as timm's fused attention does not return them. For a
+    channel-agnostic encoder the weights of a patch's channel tokens are summed.
+    """
+    block = encoder.blocks[-1]
+    captured = {}
+    hook = block.norm1.register_forward_hook(lambda module, inputs, output: captured.update(x=output))
+    try:
+        encoder.forward_features(imgs)
+    finally:
+        hook.remove()
+    x, attn = captured["x"], block.attn
+    batch, tokens, _ = x.shape
+    qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    query, key = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+    weights = ((query * attn.scale) @ key.transpose(-2, -1)).softmax(dim=-1)
+    rows, cols = encoder.patch_grid(*imgs.shape[-2:])
+    return weights[:, :, 0, 1:].reshape(batch, attn.num_heads, -1, rows, cols).sum(dim=2)

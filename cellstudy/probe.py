@@ -1,0 +1,166 @@
+"""A quick check of an encoder: k-nearest-neighbour accuracy of perturbation identity on held-out plates.
+
+Well profiles are normalised per plate to the plate's negative controls
+(:func:`cellstudy.profiles.robustize_per_plate`, by default). Then every
+replicate plate is held out in turn: each of its treated wells is classified by
+the labels of its ``k`` most cosine-similar treated wells on the *other* plates
+of its condition (modality, cell type, time point). Negative controls are left
+out of both sides (they share one label and would dominate). Chance is the
+accuracy of guessing the label of a random reference well.
+
+This is a sanity check of pre-training (:func:`compare_encoders`: a pre-trained
+encoder should beat the same encoder at random initialisation), not the
+study's evaluation, which is :mod:`cellstudy.evaluate`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cellstudy import embed
+from cellstudy.profiles import NEGCON, PLATE, PostProcessing, feature_columns, metadata_columns, postprocess
+from cellstudy.train import load_encoder
+
+LABEL = "Metadata_broad_sample"
+"""Column holding the perturbation identity."""
+CONDITION = ("Metadata_modality", "Metadata_cell_type", "Metadata_timepoint")
+"""Columns whose combination defines a set of replicate plates."""
+PER_PLATE = PostProcessing(variance_filter=False, sphering=False)
+"""Default normalisation before the probe: per-plate MAD-robustize to negative controls, nothing else."""
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(len(a), len(b))`` cosine similarities of the rows (all-zero rows get 0)."""
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+def knn_predict(reference: np.ndarray, labels: Sequence, queries: np.ndarray, k: int = 1) -> np.ndarray:
+    """Majority label among each query's ``k`` most cosine-similar reference rows.
+
+    Votes are unweighted; a tie goes to the smallest label (as scikit-learn's
+    ``KNeighborsClassifier``).
+    """
+    labels = np.asarray(labels)
+    if not 1 <= k <= len(reference):
+        raise ValueError(f"k must be between 1 and the number of references ({len(reference)}), got {k}")
+    classes, codes = np.unique(labels, return_inverse=True)
+    similarity = cosine_similarity(np.asarray(queries, dtype=float), np.asarray(reference, dtype=float))
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    votes = np.zeros((len(queries), len(classes)), dtype=int)
+    np.add.at(votes, (np.repeat(np.arange(len(queries)), k), codes[nearest].ravel()), 1)
+    return classes[votes.argmax(axis=1)]
+
+
+def _check_complete(profiles: pd.DataFrame) -> None:
+    """Raise naming the wells whose features are missing."""
+    missing = profiles[feature_columns(profiles)].isna().any(axis=1)
+    if missing.any():
+        wells = profiles.loc[missing, [c for c in (PLATE, "Metadata_Well") if c in profiles.columns]]
+        raise ValueError(f"{missing.sum()} profile(s) have missing features, e.g. {wells.head(3).to_dict('records')}")
+
+
+def knn_predictions(
+    profiles: pd.DataFrame,
+    k: int = 1,
+    label: str = LABEL,
+    postprocessing: PostProcessing | None = PER_PLATE,
+    condition: Sequence[str] = CONDITION,
+) -> pd.DataFrame:
+    """Leave-one-plate-out kNN classification of ``label`` for every treated well.
+
+    Parameters
+    ----------
+    profiles
+        Well profiles: ``Metadata_*`` (with :data:`~cellstudy.profiles.PLATE`,
+        :data:`~cellstudy.profiles.NEGCON`, ``label`` and ``condition``) and features.
+    k
+        Neighbours that vote.
+    label
+        The identity to predict.
+    postprocessing
+        Applied to all wells first (``None``: use the features as they are).
+    condition
+        Columns defining sets of replicate plates; conditions with one plate are skipped.
+
+    Returns
+    -------
+    One row per classified well: its ``Metadata_*`` columns, ``predicted``,
+    ``correct`` and ``chance`` (share of its reference wells that carry its label).
+
+    Raises
+    ------
+    ValueError
+        A profile has missing features (the message names the wells), or no condition has two plates.
+    """
+    _check_complete(profiles)
+    if postprocessing is not None:
+        profiles = postprocess(profiles, postprocessing)
+    treated = profiles[~profiles[NEGCON]].reset_index(drop=True)
+    features = treated[feature_columns(treated)].to_numpy(dtype=float)
+    labels = treated[label].to_numpy()
+    parts = []
+    for _, group in treated.groupby(list(condition), sort=False, dropna=False):
+        for plate in group[PLATE].unique() if group[PLATE].nunique() > 1 else []:
+            on_plate = (group[PLATE] == plate).to_numpy()
+            queries, references = group.index[on_plate], group.index[~on_plate]
+            predicted = knn_predict(features[references], labels[references], features[queries], k)
+            shares = pd.Series(labels[references]).value_counts(normalize=True)
+            parts.append(treated.loc[queries, metadata_columns(treated)].assign(
+                predicted=predicted,
+                correct=predicted == labels[queries],
+                chance=shares.reindex(labels[queries], fill_value=0.0).to_numpy(),
+            ))
+    if not parts:
+        raise ValueError(f"no condition ({', '.join(condition)}) has two plates to hold one out")
+    return pd.concat(parts).sort_index()
+
+
+def accuracy_table(predictions: pd.DataFrame, by: Sequence[str] = ("Metadata_modality",)) -> pd.DataFrame:
+    """Accuracy, chance and number of classified wells per ``by`` group, plus a row ``all`` over every well."""
+    summary = {"accuracy": ("correct", "mean"), "chance": ("chance", "mean"), "n_wells": ("correct", "size")}
+    groups = predictions.groupby(list(by)).agg(**summary).reset_index()
+    overall = predictions.assign(**{column: "all" for column in by}).groupby(list(by)).agg(**summary).reset_index()
+    return pd.concat([groups, overall], ignore_index=True)
+
+
+def comparison_table(predictions: pd.DataFrame, by: Sequence[str] = ("Metadata_modality",)) -> pd.DataFrame:
+    """:func:`accuracy_table` of each ``features`` set of :func:`compare_encoders`' predictions, stacked."""
+    return pd.concat(
+        [
+            accuracy_table(group, by).assign(features=name)
+            for name, group in predictions.groupby("features", sort=False)
+        ],
+        ignore_index=True,
+    )
+
+
+def compare_encoders(
+    encoder_path: str | os.PathLike, fields: pd.DataFrame, k: int = 1, seed: int = 0, **embed_options
+) -> pd.DataFrame:
+    """:func:`knn_predictions` for the encoder saved at ``encoder_path``, the same architecture at random
+    initialisation (``seed``; the training seed gives the pre-trained encoder's own starting point) and the
+    pixel-statistics baseline, in one table with a column ``features``.
+
+    All three see the same tiles (each field is read once). ``fields`` is a simulated screen's field table;
+    ``embed_options`` go to :func:`cellstudy.embed.embed_fields`.
+    """
+    pretrained = load_encoder(encoder_path)
+    pooling = embed.DEFAULT_POOLING[pretrained.method]
+    featurisers = {
+        "pre-trained": embed.encoder_featuriser(pretrained.encoder, pooling),
+        "random init": embed.encoder_featuriser(embed.random_init_encoder(encoder_path, seed).encoder, pooling),
+        "pixel statistics": embed.pixel_statistics_featuriser(),
+    }
+    combined = embed.embed_fields(
+        fields, embed.combine_featurisers(featurisers), pretrained.stats, pretrained.crops, **embed_options
+    )
+    profiles = embed.split_features(combined, list(featurisers))
+    return pd.concat(
+        [knn_predictions(table, k).assign(features=name) for name, table in profiles.items()], ignore_index=True
+    )
