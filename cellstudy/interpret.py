@@ -7,13 +7,15 @@
   the true patch (as in He et al.'s figures), so the reconstruction shows the
   predicted *structure* inside each patch.
 - :func:`cls_attention`: how much the class token attends to each patch in the
-  encoder's last block, per head (Caron et al.'s attention maps).
+  encoder's last block, per head (Caron et al.'s attention maps), and
+  :func:`attention_on_mask`: how much of it falls on a region (e.g. nuclei).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from cellstudy.models.mae import MAE, masking_noise
@@ -79,3 +81,25 @@ def cls_attention(encoder: ViTEncoder, imgs: torch.Tensor) -> torch.Tensor:
     weights = ((query * attn.scale) @ key.transpose(-2, -1)).softmax(dim=-1)
     rows, cols = encoder.patch_grid(*imgs.shape[-2:])
     return weights[:, :, 0, 1:].reshape(batch, attn.num_heads, -1, rows, cols).sum(dim=2)
+
+
+def attention_on_mask(attention: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Share of each map's attention that falls on ``mask``.
+
+    Parameters
+    ----------
+    attention
+        ``(..., rows, cols)`` patch attention (e.g. :func:`cls_attention` of one image, per head).
+    mask
+        ``(H, W)`` boolean pixels (``H``, ``W`` multiples of ``rows``, ``cols``); a patch counts with the
+        fraction of its pixels in the mask.
+
+    Returns
+    -------
+    ``(...)`` array: ``sum(attention * patch fraction) / sum(attention)``. Compare it with the mask's
+    share of the image (``mask.mean()``), what attention spread evenly would give.
+    """
+    rows, cols = attention.shape[-2:]
+    height, width = mask.shape
+    fraction = mask.reshape(rows, height // rows, cols, width // cols).mean(axis=(1, 3))
+    return (attention * fraction).sum(axis=(-2, -1)) / attention.sum(axis=(-2, -1))

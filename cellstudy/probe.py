@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cellstudy import embed
+from cellstudy.evaluate import paired_test
 from cellstudy.profiles import NEGCON, PLATE, PostProcessing, feature_columns, metadata_columns, postprocess
 from cellstudy.train import load_encoder
 
@@ -127,6 +128,13 @@ def accuracy_table(predictions: pd.DataFrame, by: Sequence[str] = ("Metadata_mod
     groups = predictions.groupby(list(by)).agg(**summary).reset_index()
     overall = predictions.assign(**{column: "all" for column in by}).groupby(list(by)).agg(**summary).reset_index()
     return pd.concat([groups, overall], ignore_index=True)
+
+
+def paired_difference(predictions: pd.DataFrame, first: str = "pre-trained", second: str = "random init") -> dict:
+    """Accuracy of feature set ``first`` minus that of ``second`` on the same wells, with its paired-bootstrap 95%
+    confidence interval and a Wilcoxon signed-rank p-value (:func:`cellstudy.evaluate.paired_test`)."""
+    correct = predictions.set_index([PLATE, "Metadata_Well", "features"])["correct"].astype(float).unstack("features")
+    return paired_test(correct[first], correct[second])
 
 
 def comparison_table(predictions: pd.DataFrame, by: Sequence[str] = ("Metadata_modality",)) -> pd.DataFrame:

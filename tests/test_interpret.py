@@ -1,9 +1,10 @@
 """Tests for cellstudy.interpret: MAE reconstructions and class-token attention maps."""
 
+import numpy as np
 import pytest
 import torch
 
-from cellstudy.interpret import cls_attention, mae_reconstruction
+from cellstudy.interpret import attention_on_mask, cls_attention, mae_reconstruction
 from cellstudy.models.mae import MAE, MAEConfig, masking_noise
 from cellstudy.models.vit import EncoderConfig, build_encoder
 
@@ -68,3 +69,13 @@ def test_cls_attention_matches_timms_explicit_softmax(channel_agnostic):
     expected = cls_row[:, :, 1:].reshape(2, attn.num_heads, -1, 6, 5).sum(dim=2)
     torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(maps.sum(dim=(-2, -1)) + cls_row[:, :, 0], torch.ones(2, attn.num_heads))
+
+
+def test_attention_on_mask_weights_patches_by_their_masked_fraction():
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[:4, :4] = True  # patch (0, 0) of a 2 x 2 grid fully inside, the others outside
+    mask[4:6, 4:8] = True  # patch (1, 1) half inside
+    attention = np.array([[[0.7, 0.1], [0.1, 0.1]], [[0.25, 0.25], [0.25, 0.25]]])
+    shares = attention_on_mask(attention, mask)
+    np.testing.assert_allclose(shares, [0.7 + 0.1 * 0.5, (1 + 0.5) / 4])
+    assert shares[1] == pytest.approx(mask.mean())  # even attention gives the mask's area share

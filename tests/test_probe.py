@@ -131,3 +131,12 @@ def test_compare_encoders_scores_pretrained_random_and_pixel_features(tmp_path):
     table = probe.comparison_table(result)
     assert table["features"].tolist() == ["pre-trained"] * 2 + ["random init"] * 2 + ["pixel statistics"] * 2
     assert table["Metadata_modality"].tolist() == ["compound", "all"] * 3
+
+
+def test_paired_difference_matches_the_accuracy_gap_on_shared_wells():
+    good = probe.knn_predictions(planted_profiles(noise=0.3, seed=3)).assign(features="good")
+    noisy = probe.knn_predictions(planted_profiles(noise=3.0, seed=3)).assign(features="noisy")
+    result = probe.paired_difference(pd.concat([good, noisy]), "good", "noisy")
+    assert result["n"] == len(good)
+    assert result["mean_difference"] == pytest.approx(good["correct"].mean() - noisy["correct"].mean())
+    assert result["ci_low"] > 0 and result["wilcoxon_p_value"] < 0.05

@@ -26,7 +26,15 @@ def test_training_profiles_grow_from_quick_to_full(method):
     assert quick.train.steps < default.train.steps < full.train.steps
     assert full == train.default_config(method, "gpu-vit-s16-224")
     cpu = train.default_config(method, "cpu")
-    assert (default.encoder, default.crops, default.mae, default.dino) == (cpu.encoder, cpu.crops, cpu.mae, cpu.dino)
+    assert (default.encoder, default.mae, default.dino) == (cpu.encoder, cpu.mae, cpu.dino)
+    jitter = {"intensity_jitter": cpu.crops.intensity_jitter, "gamma_jitter": cpu.crops.gamma_jitter}
+    assert replace(default.crops, **jitter) == cpu.crops
+
+
+def test_default_dino_drops_intensity_jitter_only():
+    crops = settings.training_config("dino", "default").crops
+    assert crops.intensity_jitter == crops.gamma_jitter == 0.0 and crops.flips
+    assert settings.training_config("mae", "default").crops.intensity_jitter > 0
 
 
 def test_real_field_runs_take_a_share_of_the_steps():
