@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import functools
+import multiprocessing
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cellstudy import data, images, segmentation, settings, train
+from cellstudy import classical, data, evaluate, images, segmentation, settings, simulate, train
 from cellstudy.crops import CropDataset, compute_channel_stats
 
 Result = dict[str, float | str]
@@ -153,6 +157,47 @@ def bench_loader(profile: str = "default") -> Result:
     return results
 
 
+BENCH_SCREEN = replace(simulate.SimulationConfig(), n_genes=4, n_replicate_plates=2, negcon_wells_per_plate=4)
+"""A small slice of the default screen's design with its image geometry (320 px fields, binning 2),
+so that its per-well costs are the default screen's."""
+
+
+def bench_simulated_screen(n_workers: int = 2, budget_s: float = 360.0) -> Result:
+    """Rendering and classical features (wells/s) of :data:`BENCH_SCREEN` on ``n_workers`` processes, and the
+    seconds the default screen (:class:`cellstudy.simulate.SimulationConfig`) would need for both, at most
+    ``budget_s``. Rates include each stage's fixed costs (design, process start-up), so the estimate errs long."""
+    config = replace(BENCH_SCREEN, n_workers=n_workers)
+    with tempfile.TemporaryDirectory() as folder:
+        render_s = _timed(lambda: simulate.simulate(config, folder, progress=False), 1)
+        screen = simulate.SimulationResult.load(folder)
+        fields = screen.field_table()
+        classical_s = _timed(lambda: classical.profile_fields(fields, n_workers=n_workers, progress=False), 1)
+    wells = len(screen.wells)
+    default_wells = len(simulate.design(simulate.SimulationConfig()))
+    estimate = default_wells * (render_s + classical_s) / wells
+    return {
+        "benchmark wells": float(wells),
+        "render wells/s": wells / render_s,
+        "classical wells/s": wells / classical_s,
+        "default screen wells": float(default_wells),
+        "default render + classical s": estimate,
+        f"<= {budget_s:g} s": verdict(estimate, budget_s, at_most=True),
+    }
+
+
+def bench_retrieval_scale(budget_s: float = 120.0, budget_gb: float = 8.0) -> Result:
+    """The three retrieval tasks on a CPJUMP1-sized table (:func:`cellstudy.evaluate.scale_benchmark`: 15,275
+    wells x 1,000 features, null size 100,000), at most ``budget_s`` seconds and ``budget_gb`` peak memory.
+
+    Runs in a fresh process, so its peak memory is the benchmark's alone."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        timings = pool.submit(evaluate.scale_benchmark).result()
+    return timings | {
+        f"<= {budget_s:g} s": verdict(timings["total_s"], budget_s, at_most=True),
+        f"<= {budget_gb:g} GB peak": verdict(timings["peak_rss_gb"], budget_gb, at_most=True),
+    }
+
+
 BENCHMARKS: dict[str, Callable[[], Result]] = {
     "read_fields": bench_read_fields,
     "segmentation": bench_segmentation,
@@ -160,6 +205,8 @@ BENCHMARKS: dict[str, Callable[[], Result]] = {
     "mae_training": bench_mae_training,
     "dino_training": bench_dino_training,
     "loader": bench_loader,
+    "simulated_screen": bench_simulated_screen,
+    "retrieval_scale": bench_retrieval_scale,
 }
 
 

@@ -157,27 +157,77 @@ def transform_intensities(x: np.ndarray, transform: str) -> np.ndarray:
 
 
 def compute_channel_stats(
-    fields: Sequence[np.ndarray], transform: str = "log1p", pixels_per_field: int = 65536
+    fields: Sequence[np.ndarray],
+    transform: str = "log1p",
+    pixels_per_field: int = 65536,
+    percentile_pixels: int = 2**22,
+    seed: int = 0,
 ) -> ChannelStats:
-    """Per-channel statistics of ``fields`` from a regular grid of about ``pixels_per_field`` pixels each.
+    """Per-channel statistics of ``fields`` from a seeded random sample of pixels, in bounded memory.
+
+    Each field contributes ``pixels_per_field`` pixels drawn without
+    replacement (all of them if it has fewer). ``mean`` and ``std`` are those
+    of all sampled pixels, merged field by field from per-field moments, so
+    memory does not grow with the number of fields. ``scale`` (the 99.9th
+    percentile) is taken over an even share of at most ``percentile_pixels``
+    of them in total (at least one per field). When the samples cover every
+    pixel, the results equal numpy's over all pixels of all fields.
+
+    Parameters
+    ----------
+    fields
+        ``(C, H, W)`` arrays with the same channels (read one at a time, so a lazy sequence works).
+    transform
+        Intensity transform (:data:`TRANSFORMS`) applied before ``mean`` and ``std``.
+    pixels_per_field
+        Pixels sampled per field for the moments.
+    percentile_pixels
+        Raw pixel values kept over all fields for the percentile; bounds memory
+        at ``percentile_pixels x C`` values of the fields' dtype.
+    seed
+        Seed of the pixel sampling (field ``i`` uses the stream ``(seed, i)``).
 
     Raises
     ------
     ValueError
-        A channel is constant over all fields (its standard deviation is 0).
+        ``fields`` is empty, or a channel is constant over all sampled pixels (its standard deviation is 0).
     """
-    samples = []
-    for field in fields:
-        stride = max(1, math.isqrt(field.shape[-2] * field.shape[-1] // pixels_per_field))
-        samples.append(field[:, ::stride, ::stride].reshape(field.shape[0], -1).astype(np.float64))
-    raw = np.concatenate(samples, axis=1)
-    constant = np.flatnonzero(raw.min(axis=1) == raw.max(axis=1))
+    if not fields:
+        raise ValueError("no fields to compute channel statistics from")
+    percentile_share = max(1, percentile_pixels // len(fields))
+    counts, means, squares, lows, highs, kept = [], [], [], [], [], []
+    for index, field in enumerate(fields):
+        pixels = field.reshape(field.shape[0], -1)
+        order = np.random.default_rng([seed, index]).choice(
+            pixels.shape[1], min(pixels_per_field, pixels.shape[1]), replace=False
+        )
+        raw = pixels[:, order]
+        values = transform_intensities(raw.astype(np.float64), transform)
+        counts.append(values.shape[1])
+        means.append(values.mean(axis=1))
+        squares.append(((values - means[-1][:, None]) ** 2).sum(axis=1))
+        lows.append(raw.min(axis=1))
+        highs.append(raw.max(axis=1))
+        kept.append(raw[:, :percentile_share].copy())  # a copy: the rest of the sample is freed
+    constant = np.flatnonzero(np.min(lows, axis=0) == np.max(highs, axis=0))
     if constant.size:
         raise ValueError(f"channel(s) {constant.tolist()} are constant over all fields")
-    values = transform_intensities(raw, transform)
-    mean, std = values.mean(axis=1), values.std(axis=1)
-    scale = np.maximum(np.percentile(raw, 99.9, axis=1), 1.0)
+    mean, std = _pooled_moments(np.array(counts), np.array(means), np.array(squares))
+    scale = np.maximum(np.percentile(np.concatenate(kept, axis=1), 99.9, axis=1), 1.0)
     return ChannelStats(mean.tolist(), std.tolist(), scale.tolist(), transform)
+
+
+def _pooled_moments(counts: np.ndarray, means: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation of the union of groups, per channel.
+
+    ``counts`` (G,) are the groups' sizes, ``means`` and ``squares`` (G, C) their
+    means and sums of squared deviations from their mean; the pooled sum of
+    squares adds each group's spread around the pooled mean (law of total variance).
+    """
+    total = counts.sum()
+    mean = counts @ means / total
+    spread = squares.sum(axis=0) + counts @ (means - mean) ** 2
+    return mean, np.sqrt(spread / total)
 
 
 def normalise(crop: np.ndarray, stats: ChannelStats, standardise: str = "dataset") -> np.ndarray:

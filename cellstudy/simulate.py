@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -35,11 +33,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from tqdm import tqdm
 
 from cellstudy import cpjump1
 from cellstudy.files import atomic_path
 from cellstudy.images import CHANNELS, CPJUMP1_CHANNELS, write_field
+from cellstudy.parallel import map_with_progress
 from cellstudy.phenotypes import (
     AXES,
     AXIS_GAINS,
@@ -1007,15 +1005,7 @@ def _render_well(task: _WellTask) -> int:
 
 def _run(tasks: list[_WellTask], n_workers: int, progress: bool) -> list[int]:
     """Render ``tasks`` with ``n_workers`` processes (in this process if 1); cell counts in task order."""
-    counts = []
-    with (
-        tqdm(total=len(tasks), desc="rendering wells", unit="well", disable=not progress) as bar,
-        ProcessPoolExecutor(n_workers) if n_workers > 1 else nullcontext() as pool,
-    ):
-        for count in pool.map(_render_well, tasks, chunksize=4) if pool else map(_render_well, tasks):
-            counts.append(count)
-            bar.update()
-    return counts
+    return map_with_progress(_render_well, tasks, n_workers, "rendering wells", "well", progress)
 
 
 IMAGE_FOLDER = "images"

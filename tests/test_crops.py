@@ -1,5 +1,8 @@
 """Tests for cellstudy.crops: cell-content filter, crop sampling, statistics, normalisation, augmentation."""
 
+import tracemalloc
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 from skimage.filters import threshold_otsu
@@ -106,14 +109,59 @@ def test_sample_depends_only_on_seed_and_index():
     assert not np.array_equal(first[7]["views"][0].numpy(), first[8]["views"][0].numpy())
 
 
-def test_channel_stats_match_numpy():
-    fields = [blob_field(64, seed=s) for s in range(2)]
-    stats = compute_channel_stats(fields, "log1p", pixels_per_field=64 * 64)
+@pytest.mark.parametrize("transform, forward", [("log1p", np.log1p), ("raw", lambda x: x)])
+def test_channel_stats_match_numpy_when_every_pixel_is_sampled(transform, forward):
+    fields = [blob_field(64, seed=0), blob_field(48, seed=1)[:, :, :40]]
+    stats = compute_channel_stats(fields, transform, pixels_per_field=64 * 64)
     pixels = np.concatenate([f.reshape(5, -1) for f in fields], axis=1).astype(np.float64)
-    np.testing.assert_allclose(stats.mean, np.log1p(pixels).mean(axis=1))
-    np.testing.assert_allclose(stats.std, np.log1p(pixels).std(axis=1))
+    np.testing.assert_allclose(stats.mean, forward(pixels).mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, forward(pixels).std(axis=1), rtol=1e-12)
     np.testing.assert_allclose(stats.scale, np.percentile(pixels, 99.9, axis=1))
     assert ChannelStats.from_dict(stats.to_dict()) == stats
+
+
+def test_channel_stats_from_a_seeded_subsample_approach_the_full_statistics():
+    fields = [blob_field(128, seed=s) for s in range(3)]
+    full = compute_channel_stats(fields, pixels_per_field=128 * 128)
+    sampled = compute_channel_stats(fields, pixels_per_field=4096, seed=5)
+    assert sampled == compute_channel_stats(fields, pixels_per_field=4096, seed=5)
+    assert sampled != compute_channel_stats(fields, pixels_per_field=4096, seed=6)
+    np.testing.assert_allclose(sampled.mean, full.mean, rtol=0.01)
+    np.testing.assert_allclose(sampled.std, full.std, rtol=0.1)
+
+
+def test_channel_stats_percentile_uses_an_even_share_of_percentile_pixels():
+    fields = [np.full((5, 8, 8), value, dtype=np.uint16) for value in (10, 20)]
+    assert compute_channel_stats(fields, "raw").scale == [20.0] * 5
+    np.testing.assert_allclose(compute_channel_stats(fields, "raw", percentile_pixels=2).scale,
+                               np.percentile([10.0, 20.0], 99.9))
+
+
+class LazyFields(Sequence):
+    """``count`` random (5, 256, 256) uint16 fields, made when indexed (nothing kept)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index >= self.count:
+            raise IndexError(index)
+        return np.random.default_rng(index).integers(100, 5000, (5, 256, 256), dtype=np.uint16)
+
+
+def test_channel_stats_memory_does_not_grow_with_the_number_of_fields():
+    fields = LazyFields(150)
+    tracemalloc.start()
+    try:
+        compute_channel_stats(fields, pixels_per_field=4096, percentile_pixels=15_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    all_samples = len(fields) * 5 * 4096 * 8  # float64 samples of every field at once: 24.6 MB
+    assert peak < all_samples / 8
 
 
 def test_constant_channel_is_rejected():
@@ -121,6 +169,8 @@ def test_constant_channel_is_rejected():
     field[3] = 7
     with pytest.raises(ValueError, match=r"channel\(s\) \[3\]"):
         compute_channel_stats([field])
+    with pytest.raises(ValueError, match="no fields"):
+        compute_channel_stats([])
 
 
 def test_normalise_dataset_and_crop_modes():

@@ -110,3 +110,13 @@ def test_build_encoder_presets():
     assert isinstance(build_encoder(EncoderConfig(channel_agnostic=True, depth=1)), ChannelAgnosticViT)
     with pytest.raises(ValueError, match="unknown encoder size 'huge'"):
         build_encoder(EncoderConfig(size="huge"))
+
+
+@pytest.mark.parametrize("cls, projected_channels", [(ViTEncoder, 3), (ChannelAgnosticViT, 1)])
+def test_encoders_are_built_from_the_config(cls, projected_channels):
+    config = EncoderConfig(size="small", depth=2, patch_size=4, img_size=16, in_chans=3, drop_path_rate=0.2)
+    encoder = cls(config)
+    assert encoder.patch_embed.proj.weight.shape == (384, projected_channels, 4, 4)
+    assert encoder.pos_embed.shape == (1, 1 + (16 // 4) ** 2, 384)
+    assert len(encoder.blocks) == 2 and encoder.blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
+    assert encoder.num_channels == 3

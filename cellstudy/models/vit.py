@@ -27,6 +27,7 @@ grids, as DINO's local crops need.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from timm.layers import resample_abs_pos_embed, trunc_normal_
@@ -83,33 +84,32 @@ class EncoderConfig:
 class ViTEncoder(VisionTransformer):
     """timm ViT (class token, learned position embedding) with the hooks MAE and DINO need.
 
-    ``encoder(x)`` returns the class-token embedding ``(B, D)``;
-    :meth:`forward_features` returns all tokens ``(B, 1 + L, D)`` after the final norm.
+    Built from an :class:`EncoderConfig` (both encoder classes are; :func:`build_encoder`
+    picks the class from ``config.channel_agnostic``). ``encoder(x)`` returns the
+    class-token embedding ``(B, D)``; :meth:`forward_features` returns all tokens
+    ``(B, 1 + L, D)`` after the final norm.
     """
 
-    def __init__(
-        self,
-        img_size: int,
-        patch_size: int,
-        in_chans: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        drop_path_rate: float = 0.0,
-    ) -> None:
+    single_channel_patches: ClassVar[bool] = False
+    """Whether the patch projection sees one channel at a time (:class:`ChannelAgnosticViT`)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        if config.size not in SIZES:
+            raise ValueError(f"unknown encoder size {config.size!r}; choose one of {sorted(SIZES)}")
+        embed_dim, depth, num_heads = SIZES[config.size]
         super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            in_chans=1 if self.single_channel_patches else config.in_chans,
             num_classes=0,
             global_pool="token",
             embed_dim=embed_dim,
-            depth=depth,
+            depth=config.depth or depth,
             num_heads=num_heads,
-            drop_path_rate=drop_path_rate,
+            drop_path_rate=config.drop_path_rate,
         )
         self.patch_embed.strict_img_size = False
-        self.num_channels = in_chans
+        self.num_channels = config.in_chans
 
     @property
     def patch_size(self) -> int:
@@ -192,19 +192,11 @@ class ChannelAgnosticViT(ViTEncoder):
     with learned (different) ones it is not.
     """
 
-    def __init__(
-        self,
-        img_size: int,
-        patch_size: int,
-        in_chans: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        drop_path_rate: float = 0.0,
-    ) -> None:
-        super().__init__(img_size, patch_size, 1, embed_dim, depth, num_heads, drop_path_rate)
-        self.num_channels = in_chans
-        self.channel_embed = nn.Parameter(trunc_normal_(torch.empty(1, in_chans, 1, embed_dim), std=0.02))
+    single_channel_patches = True
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__(config)
+        self.channel_embed = nn.Parameter(trunc_normal_(torch.empty(1, config.in_chans, 1, self.embed_dim), std=0.02))
 
     def num_tokens(self, height: int, width: int) -> int:
         """Number of tokens (no class token): one per channel and patch."""
@@ -234,16 +226,4 @@ class ChannelAgnosticViT(ViTEncoder):
 
 def build_encoder(config: EncoderConfig) -> ViTEncoder:
     """The encoder described by ``config`` (fresh random weights)."""
-    if config.size not in SIZES:
-        raise ValueError(f"unknown encoder size {config.size!r}; choose one of {sorted(SIZES)}")
-    embed_dim, depth, num_heads = SIZES[config.size]
-    cls = ChannelAgnosticViT if config.channel_agnostic else ViTEncoder
-    return cls(
-        img_size=config.img_size,
-        patch_size=config.patch_size,
-        in_chans=config.in_chans,
-        embed_dim=embed_dim,
-        depth=config.depth or depth,
-        num_heads=num_heads,
-        drop_path_rate=config.drop_path_rate,
-    )
+    return (ChannelAgnosticViT if config.channel_agnostic else ViTEncoder)(config)
