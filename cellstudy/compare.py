@@ -12,7 +12,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cellstudy.evaluate import GENETIC_MODALITY, MODALITY, SAMPLE, SUMMARY_COLUMNS, TARGETS, bootstrap_ci, paired_test
+from cellstudy.evaluate import (
+    GENETIC_MODALITY,
+    GENETIC_TIMEPOINT,
+    MODALITY,
+    SAMPLE,
+    SUMMARY_COLUMNS,
+    TARGETS,
+    TIMEPOINT,
+    bootstrap_ci,
+    paired_test,
+)
 from cellstudy.profiles import feature_columns
 from cellstudy.query import gene_profiles
 
@@ -20,6 +30,47 @@ METHOD = "method"
 TASK_COLUMNS = ["task", MODALITY, GENETIC_MODALITY]
 """What a row of the method comparison is about: the task, the (compound) modality, the genetic modality."""
 UNIT_COLUMNS = [column for column in SUMMARY_COLUMNS if column != "task"]
+
+
+def task_label(frame: pd.DataFrame) -> pd.Series:
+    """One label per task and modalities: ``"replicate_retrieval / compound"``, ``"compound_gene_matching / compound–orf"``."""
+    label = frame["task"] + " / " + frame[MODALITY]
+    if GENETIC_MODALITY not in frame:
+        return label
+    genetic = frame[GENETIC_MODALITY]
+    return label.where(genetic.isna(), label + "–" + genetic.astype(object).where(genetic.notna(), "").astype(str))
+
+
+def _conditions(frame: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`SUMMARY_COLUMNS` of ``frame`` with comparable types: time points as ``Int64``, missing as ``None``."""
+    conditions = frame[SUMMARY_COLUMNS].astype(object)
+    for column in (TIMEPOINT, GENETIC_TIMEPOINT):
+        conditions[column] = pd.to_numeric(conditions[column]).astype("Int64")
+    return conditions.where(conditions.notna(), None)
+
+
+def paper_reference(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """The paper's fraction retrieved beside the task × modality rows (:data:`TASK_COLUMNS`) that ``results`` holds.
+
+    Parameters
+    ----------
+    results
+        Per-unit results (:func:`cellstudy.evaluate.run_tasks`, any number of methods), with :data:`SUMMARY_COLUMNS`.
+    paper
+        The paper's table (:func:`cellstudy.published.load_paper_results`).
+
+    Returns
+    -------
+    :data:`TASK_COLUMNS` of every row of ``results``, ``paper_same_condition`` (the paper's value under the
+    row's conditions: cell type and time points; the mean if ``results`` holds several; NaN if the paper has
+    none), ``paper_min`` and ``paper_max`` (its range over all the paper's conditions of that row).
+    """
+    study = _conditions(results).drop_duplicates()
+    published = _conditions(paper).assign(fraction_retrieved=paper["fraction_retrieved"].to_numpy())
+    same = study.merge(published, on=SUMMARY_COLUMNS, how="left")
+    rows = same.groupby(TASK_COLUMNS, dropna=False, sort=True)["fraction_retrieved"].mean().rename("paper_same_condition")
+    spread = published.groupby(TASK_COLUMNS, dropna=False)["fraction_retrieved"].agg(paper_min="min", paper_max="max")
+    return rows.to_frame().join(spread).reset_index()
 
 
 def unit_ids(results: pd.DataFrame) -> pd.Series:

@@ -106,6 +106,31 @@ to negative controls, then feature selection over the whole batch; no sphering."
 ORACLE_POSTPROCESSING = PostProcessing(variance_filter=False, sphering=False, robustize_per_plate=True)
 """For the simulator's planted latent phenotypes (a few interpretable axes): per-plate
 MAD-robustize to negative controls only."""
+METHOD_POSTPROCESSING = {"classical": CLASSICAL_POSTPROCESSING, "oracle": ORACLE_POSTPROCESSING}
+"""The study's post-processing of the profiling methods that do not use :data:`EMBEDDING_POSTPROCESSING`
+(see :func:`postprocessing_for`)."""
+
+
+def postprocessing_for(method: str) -> PostProcessing:
+    """The study's post-processing of a profiling method: :data:`METHOD_POSTPROCESSING` if listed there,
+    else :data:`EMBEDDING_POSTPROCESSING` (learned embeddings, a random ViT, pixel statistics)."""
+    return METHOD_POSTPROCESSING.get(method, EMBEDDING_POSTPROCESSING)
+
+
+def describe_steps(config: PostProcessing) -> list[str]:
+    """The steps ``config`` switches on, in :func:`postprocess`'s order, each in words with its settings."""
+    fit_rows = "negative-control wells" if config.sphering_fit_on == "negcon" else "all wells"
+    steps = []
+    if config.variance_filter:
+        steps.append(f"variance filter (features with variance below {config.min_variance:g} on the {fit_rows} dropped)")
+    if config.sphering:
+        steps.append(f"{config.sphering_method} sphering fit on the {fit_rows} (epsilon {config.sphering_epsilon:g})")
+    if config.robustize_per_plate:
+        steps.append("per-plate robust MAD normalisation to the plate's negative controls")
+    if config.feature_selection:
+        steps.append(f"feature selection ({', '.join(config.feature_selection)}; correlation threshold "
+                     f"{config.correlation_threshold:g}, missing-value cutoff {config.na_cutoff:g})")
+    return steps
 
 
 def feature_columns(profiles: pd.DataFrame) -> list[str]:

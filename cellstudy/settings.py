@@ -134,3 +134,34 @@ def pretraining_fields(field_table: pd.DataFrame, profile: str, seed: int = 0) -
     if count is None or count >= len(field_table):
         return field_table
     return field_table.sample(count, random_state=seed).sort_index()
+
+
+CLASSICAL_WELLS = "classical_wells.csv"
+"""File name of the classical (cp-measure) well profiles in :func:`simulation_dir`, written by the
+simulated-benchmark notebook."""
+PROFILE_METHODS = {"dino": "DINO", "mae": "MAE", "random_vit": "random ViT", "pixel_stats": "pixel statistics",
+                   "classical": "classical", "oracle": "oracle"}
+"""The profiling methods compared, each with its label in figures and text: the embedding notebook writes
+one well-profile table per method, the evaluation notebook scores them."""
+MAP_NULL_SIZE = {"quick": 10_000, "default": 100_000, "full": 100_000}
+"""Draws in each permutation null of the retrieval tasks (:class:`cellstudy.evaluate.MapSettings`); the
+paper used 100,000."""
+EMBEDDING_BATCH_SIZE = 256
+"""Tiles per encoder call in the embedding notebook (the profiles do not depend on it; on 2 CPU cores
+batches of 256 tiles embed about 1.5 times faster per tile than batches of 64)."""
+
+
+def profiles_dir(build_dir: str | Path) -> Path:
+    """Where a build's well-profile tables live (written by the embedding notebook)."""
+    return Path(build_dir) / "profiles"
+
+
+def well_profiles_path(build_dir: str | Path, method: str, processed: bool = False) -> Path:
+    """The well-profile table of ``method`` (one of :data:`PROFILE_METHODS`) in :func:`profiles_dir`.
+
+    ``<method>_wells.csv`` as the method makes them; with ``processed``, ``<method>_wells_processed.csv``
+    after the study's post-processing (:func:`cellstudy.profiles.postprocessing_for`).
+    """
+    if method not in PROFILE_METHODS:
+        raise ValueError(f"unknown profiling method {method!r}; choose one of {list(PROFILE_METHODS)}")
+    return profiles_dir(build_dir) / (f"{method}_wells_processed.csv" if processed else f"{method}_wells.csv")

@@ -63,3 +63,40 @@ def test_crispr_orf_similarity_detects_a_planted_positive_correlation():
 def test_crispr_orf_similarity_finds_nothing_without_a_relation():
     _, summary = compare.crispr_orf_similarity(genetic_consensus(orf_weight=0.0, seed=3), n_permutations=2000)
     assert summary["p_value"] > 0.05
+
+
+def condition_rows(task, modality, timepoint, genetic=None, genetic_timepoint=None, **values):
+    return {"task": task, "Metadata_cell_type": "U2OS", "Metadata_modality": modality,
+            "Metadata_timepoint": timepoint, "Metadata_genetic_modality": genetic,
+            "Metadata_genetic_timepoint": genetic_timepoint, **values}
+
+
+def test_task_label_names_the_genetic_side_of_compound_gene_rows_only():
+    frame = pd.DataFrame([condition_rows("replicate_retrieval", "orf", 96),
+                          condition_rows("compound_gene_matching", "compound", 48, "crispr", 144)])
+    assert compare.task_label(frame).tolist() == ["replicate_retrieval / orf", "compound_gene_matching / compound–crispr"]
+    assert compare.task_label(frame.drop(columns="Metadata_genetic_modality"))[1] == "compound_gene_matching / compound"
+
+
+def test_paper_reference_takes_the_same_condition_and_the_range_over_all():
+    paper = pd.DataFrame([
+        condition_rows("replicate_retrieval", "orf", 96, fraction_retrieved=0.2),
+        condition_rows("replicate_retrieval", "orf", 48, fraction_retrieved=0.4),
+        condition_rows("compound_gene_matching", "compound", 48, "crispr", 144, fraction_retrieved=0.03),
+        condition_rows("compound_gene_matching", "compound", 48, "crispr", 96, fraction_retrieved=0.01),
+        condition_rows("sister_matching", "compound", 48, fraction_retrieved=0.25),
+    ])
+    paper["Metadata_genetic_timepoint"] = paper["Metadata_genetic_timepoint"].astype("Int64")
+    results = pd.DataFrame([  # as read back from a CSV: time points as floats, NaN for missing
+        condition_rows("replicate_retrieval", "orf", 96.0, np.nan, np.nan, method="dino"),
+        condition_rows("replicate_retrieval", "orf", 96.0, np.nan, np.nan, method="mae"),
+        condition_rows("compound_gene_matching", "compound", 48.0, "crispr", 144.0, method="dino"),
+        condition_rows("compound_gene_matching", "compound", 48.0, "orf", 96.0, method="dino"),
+    ])
+    reference = compare.paper_reference(results, paper)
+    table = reference.set_index(compare.task_label(reference))
+    assert len(table) == 3
+    assert table.loc["replicate_retrieval / orf", ["paper_same_condition", "paper_min", "paper_max"]].tolist() == [0.2, 0.2, 0.4]
+    assert table.loc["compound_gene_matching / compound–crispr", "paper_same_condition"] == 0.03
+    assert table.loc["compound_gene_matching / compound–crispr", "paper_min"] == 0.01
+    assert table.loc["compound_gene_matching / compound–orf"].drop(compare.TASK_COLUMNS).isna().all()

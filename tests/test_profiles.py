@@ -190,3 +190,19 @@ def test_standardise_and_cosine_matrix_agree_with_sklearn():
     expected = StandardScaler().fit_transform(values[:, :3]) * np.sqrt(5 / 6)  # pandas std uses n - 1
     np.testing.assert_allclose(standard[["a", "b", "c"]].to_numpy(), expected, atol=1e-12)
     np.testing.assert_allclose(profiles.cosine_similarity_matrix(standard), cosine_similarity(expected), atol=1e-12)
+
+
+def test_each_method_gets_the_study_postprocessing():
+    assert profiles.postprocessing_for("classical") == profiles.CLASSICAL_POSTPROCESSING
+    assert profiles.postprocessing_for("oracle") == profiles.ORACLE_POSTPROCESSING
+    for method in ("dino", "mae", "random_vit", "pixel_stats"):
+        assert profiles.postprocessing_for(method) == profiles.EMBEDDING_POSTPROCESSING
+
+
+def test_describe_steps_lists_the_switched_on_steps_in_order_with_their_settings():
+    embedding = profiles.describe_steps(PostProcessing(min_variance=0.5, sphering_method="PCA", sphering_fit_on="all"))
+    assert [step.split()[0] for step in embedding] == ["variance", "PCA", "per-plate"]
+    assert "0.5" in embedding[0] and "all wells" in embedding[1]
+    classical = profiles.describe_steps(profiles.CLASSICAL_POSTPROCESSING)
+    assert len(classical) == 2 and classical[1].startswith("feature selection (frequency_threshold")
+    assert profiles.describe_steps(PostProcessing(variance_filter=False, sphering=False, robustize_per_plate=False)) == []

@@ -89,3 +89,26 @@ def test_pretraining_fields_are_a_seeded_sample_in_table_order():
     assert len(sample) == settings.PRETRAINING_FIELDS["default"] < len(table)
     assert sample.index.is_monotonic_increasing and sample.equals(settings.pretraining_fields(table, "default"))
     assert settings.pretraining_fields(table, "quick") is table
+
+
+def test_well_profiles_are_one_file_per_method_in_the_profiles_dir(tmp_path):
+    paths = [settings.well_profiles_path(tmp_path, method) for method in settings.PROFILE_METHODS]
+    assert settings.profiles_dir(tmp_path) == tmp_path / "profiles"
+    assert all(path.parent == tmp_path / "profiles" for path in paths)
+    assert len(set(paths)) == len(settings.PROFILE_METHODS)
+    assert settings.well_profiles_path(tmp_path, "dino") == tmp_path / "profiles" / "dino_wells.csv"
+    processed = settings.well_profiles_path(tmp_path, "dino", processed=True)
+    assert processed.parent == tmp_path / "profiles" and processed not in paths
+    with pytest.raises(ValueError, match="'simclr'"):
+        settings.well_profiles_path(tmp_path, "simclr")
+
+
+def test_classical_wells_live_beside_the_simulated_screen(tmp_path):
+    path = settings.simulation_dir(tmp_path) / settings.CLASSICAL_WELLS
+    assert path == tmp_path / "simulated" / "classical_wells.csv"
+    assert path.parent != settings.profiles_dir(tmp_path)
+
+
+def test_retrieval_nulls_cover_every_profile_and_default_to_the_papers_size():
+    assert set(settings.MAP_NULL_SIZE) == set(settings.PROFILES)
+    assert settings.MAP_NULL_SIZE["quick"] < settings.MAP_NULL_SIZE["default"] == 100_000

@@ -1,0 +1,58 @@
+"""Tests for cellstudy.planted: the noise-free compound–gene matching ceiling."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score
+
+from cellstudy import planted
+from cellstudy.phenotypes import N_AXES, latent_columns
+
+
+def perturbation(sample, modality, gene, targets, vector):
+    row = {"Metadata_broad_sample": sample, "Metadata_modality": modality, "Metadata_pert_iname": sample,
+           "Metadata_gene": gene, "Metadata_target_list": targets, "Metadata_negcon": False,
+           "Metadata_cell_type": "U2OS"}
+    return {**row, **dict(zip(latent_columns(), np.pad(vector, (0, N_AXES - len(vector)))))}
+
+
+@pytest.fixture
+def ground_truth():
+    return pd.DataFrame([
+        perturbation("gA-1", "crispr", "A", "A", [1.0, 0.0, 0.0]),
+        perturbation("gA-2", "crispr", "A", "A", [1.0, 0.2, 0.0]),  # gene A's mean: (1, 0.1, 0)
+        perturbation("gB-1", "crispr", "B", "B", [0.0, 1.0, 0.0]),
+        perturbation("gC-1", "crispr", "C", "C", [0.0, 0.0, 2.0]),
+        perturbation("orf-A", "orf", "A", "A", [0.0, 0.0, 1.0]),
+        perturbation("cpd-hit", "compound", None, "A", [-2.0, 0.0, 0.1]),  # opposite of A: |cosine| ranks it first
+        perturbation("cpd-miss", "compound", None, "A|B", [0.0, 0.1, 1.0]),  # looks like C
+        perturbation("cpd-none", "compound", None, "Z", [1.0, 0.0, 0.0]),  # no simulated target: skipped
+    ])
+
+
+def test_gene_phenotypes_average_a_genes_guides(ground_truth):
+    genes = planted.gene_phenotypes(ground_truth, "crispr")
+    np.testing.assert_allclose(genes.loc[("U2OS", "A")].to_numpy()[:3], [1.0, 0.1, 0.0])
+    with pytest.raises(ValueError, match="'compound2'"):
+        planted.gene_phenotypes(ground_truth, "compound2")
+
+
+def test_target_ranks_by_absolute_cosine_with_sign_kept(ground_truth):
+    ranks = planted.target_ranks(ground_truth, "crispr").set_index("Metadata_broad_sample")
+    assert list(ranks.index) == ["cpd-hit", "cpd-miss"]
+    assert ranks.loc["cpd-hit", "best_rank"] == 1 and ranks.loc["cpd-hit", "cosine"] < -0.9
+    assert ranks.loc["cpd-miss", "best_rank"] == 2  # B (cosine 0.1) after C
+    genes = planted.gene_phenotypes(ground_truth, "crispr").to_numpy()
+    compound = ground_truth.set_index("Metadata_broad_sample").loc["cpd-miss", latent_columns()].to_numpy(float)
+    cosine = genes @ compound / np.linalg.norm(genes, axis=1) / np.linalg.norm(compound)
+    expected = average_precision_score([1, 1, 0], np.abs(cosine))
+    assert ranks.loc["cpd-miss", "average_precision"] == pytest.approx(expected)
+
+
+def test_average_precision_matches_sklearn():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores, positive = rng.random(12), rng.random(12) < 0.3
+        if positive.any():
+            assert planted.average_precision(scores, positive) == pytest.approx(average_precision_score(positive, scores))
+    assert np.isnan(planted.average_precision(np.ones(3), np.zeros(3, bool)))
