@@ -285,6 +285,7 @@ def postprocess(profiles: pd.DataFrame, config: PostProcessing = EMBEDDING_POSTP
 
     Profiles without any measured feature (wells without cells) are dropped first, and profiles
     left with any missing feature after the steps are dropped last; both with a warning naming them.
+    The result is one contiguous block of memory (pycytominer's steps leave a column-wise fragmented frame).
     """
     profiles = drop_nonfinite_rows(profiles, "all")
     if config.variance_filter:
@@ -295,7 +296,7 @@ def postprocess(profiles: pd.DataFrame, config: PostProcessing = EMBEDDING_POSTP
         profiles = robustize_per_plate(profiles)
     if config.feature_selection:
         profiles = select_features(profiles, config.feature_selection, config)
-    return drop_nonfinite_rows(profiles, "any")
+    return drop_nonfinite_rows(profiles, "any").copy()
 
 
 def consensus(profiles: pd.DataFrame, by: Sequence[str] = CONSENSUS_BY) -> pd.DataFrame:
