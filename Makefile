@@ -14,6 +14,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.cellstudy-installed
 PROFILE ?= default
+# Idle OpenMP threads sleep instead of spinning: with spinning, torch on 2 cores slows ten-fold as soon as
+# another process shares them.
+export OMP_WAIT_POLICY ?= PASSIVE
 BUILD := build
 EXECUTED_DIR := $(BUILD)/book/notebooks
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
@@ -55,6 +58,7 @@ $(EXECUTED_DIR)/03_mae_pretraining.ipynb $(EXECUTED_DIR)/04_dino_pretraining.ipy
 $(EXECUTED_DIR)/05_embedding.ipynb: $(EXECUTED_DIR)/03_mae_pretraining.ipynb $(EXECUTED_DIR)/04_dino_pretraining.ipynb
 $(EXECUTED_DIR)/06_evaluation.ipynb: $(EXECUTED_DIR)/05_embedding.ipynb
 $(EXECUTED_DIR)/07_applications.ipynb: $(EXECUTED_DIR)/06_evaluation.ipynb
+$(EXECUTED_DIR)/08_summary.ipynb: $(EXECUTED_DIR)/07_applications.ipynb
 
 notebooks: $(EXECUTED)
 

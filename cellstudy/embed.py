@@ -191,7 +191,7 @@ class _Tiles(NamedTuple):
     corners: np.ndarray
 
 
-def _field_tiles(
+def field_tiles(
     fields: pd.DataFrame,
     stats: ChannelStats,
     crops: CropConfig,
@@ -308,7 +308,7 @@ def embed_fields(
     origins: list[_Tiles] = []
 
     def tiles_of_each_field() -> Iterator[np.ndarray]:
-        for item in _field_tiles(fields, stats, crops, size, max_tiles_per_field, seed, channel_map, progress):
+        for item in field_tiles(fields, stats, crops, size, max_tiles_per_field, seed, channel_map, progress):
             origins.append(item._replace(tiles=None))
             yield item.tiles
 
