@@ -20,8 +20,9 @@ GENE = "Metadata_gene"
 
 
 def gene_phenotypes(ground_truth: pd.DataFrame, modality: str) -> pd.DataFrame:
-    """Per (cell type, gene): the mean latent phenotype of the gene's ``modality`` perturbations (its guides or ORF)."""
-    rows = ground_truth[ground_truth["Metadata_modality"] == modality]
+    """Per (cell type, gene): the mean latent phenotype of the gene's ``modality`` perturbations (its guides or
+    ORF); negative controls are left out."""
+    rows = ground_truth[(ground_truth["Metadata_modality"] == modality) & ~ground_truth["Metadata_negcon"].astype(bool)]
     if rows.empty:
         raise ValueError(f"ground truth has no {modality!r} perturbations")
     return rows.groupby(["Metadata_cell_type", GENE])[latent_columns()].mean()
@@ -48,7 +49,7 @@ def target_ranks(ground_truth: pd.DataFrame, modality: str = "crispr") -> pd.Dat
 
     Genes are ranked by the absolute cosine between the compound's noise-free
     latent phenotype and the gene's (:func:`gene_phenotypes`). Returns one row
-    per compound with ``n_genes``, ``best_rank`` (1 = top) of its targets, the
+    per compound with ``n_genes``, ``best_rank`` (1 = top; tied genes share their mean rank) of its targets, the
     ``average_precision`` of that ranking and ``cosine`` (signed, of the best-ranked target).
     """
     genes = gene_phenotypes(ground_truth, modality)
@@ -62,14 +63,14 @@ def target_ranks(ground_truth: pd.DataFrame, modality: str = "crispr") -> pd.Dat
             continue
         compound = _unit_rows(np.array([[record[column] for column in latent_columns()]]))[0]
         cosine = _unit_rows(panel.to_numpy()) @ compound
-        ranks = pd.Series(np.abs(cosine), index=panel.index).rank(ascending=False, method="min")
+        ranks = pd.Series(np.abs(cosine), index=panel.index).rank(ascending=False, method="average")
         best = ranks[positive].idxmin()
         rows.append({
             "Metadata_cell_type": record["Metadata_cell_type"],
             "Metadata_broad_sample": record["Metadata_broad_sample"],
             "Metadata_pert_iname": record["Metadata_pert_iname"],
             "n_genes": len(panel),
-            "best_rank": int(ranks[best]),
+            "best_rank": float(ranks[best]),
             "average_precision": average_precision(np.abs(cosine), positive),
             "cosine": float(cosine[panel.index.get_loc(best)]),
         })

@@ -149,14 +149,22 @@ def comparison_table(predictions: pd.DataFrame, by: Sequence[str] = ("Metadata_m
 
 
 def compare_encoders(
-    encoder_path: str | os.PathLike, fields: pd.DataFrame, k: int = 1, seed: int = 0, **embed_options
+    encoder_path: str | os.PathLike,
+    fields: pd.DataFrame,
+    k: int = 1,
+    seed: int = 0,
+    postprocessing: PostProcessing | None = PER_PLATE,
+    **embed_options,
 ) -> pd.DataFrame:
     """:func:`knn_predictions` for the encoder saved at ``encoder_path``, the same architecture at random
     initialisation (``seed``; the training seed gives the pre-trained encoder's own starting point) and the
     pixel-statistics baseline, in one table with a column ``features``.
 
-    All three see the same tiles (each field is read once). ``fields`` is a simulated screen's field table;
-    ``embed_options`` go to :func:`cellstudy.embed.embed_fields`.
+    All three see the same tiles (each field is read once) and the same ``postprocessing``. Pass the study's
+    :data:`cellstudy.profiles.EMBEDDING_POSTPROCESSING` to compare encoders as the evaluation sees them: without
+    sphering, cosine similarity of raw embeddings is dominated by a few high-variance directions, which hides
+    what pre-training adds. ``fields`` is a simulated screen's field table; ``embed_options`` go to
+    :func:`cellstudy.embed.embed_fields`.
     """
     pretrained = load_encoder(encoder_path)
     pooling = embed.DEFAULT_POOLING[pretrained.method]
@@ -170,5 +178,6 @@ def compare_encoders(
     )
     profiles = embed.split_features(combined, list(featurisers))
     return pd.concat(
-        [knn_predictions(table, k).assign(features=name) for name, table in profiles.items()], ignore_index=True
+        [knn_predictions(table, k, postprocessing=postprocessing).assign(features=name) for name, table in profiles.items()],
+        ignore_index=True,
     )

@@ -165,3 +165,48 @@ def well_profiles_path(build_dir: str | Path, method: str, processed: bool = Fal
     if method not in PROFILE_METHODS:
         raise ValueError(f"unknown profiling method {method!r}; choose one of {list(PROFILE_METHODS)}")
     return profiles_dir(build_dir) / (f"{method}_wells_processed.csv" if processed else f"{method}_wells.csv")
+
+
+def consensus_profiles_path(build_dir: str | Path, method: str) -> Path:
+    """The consensus-profile table (one row per perturbation, post-processed) of ``method`` in
+    :func:`profiles_dir`, written by the applications notebook for ``cellstudy query``."""
+    return well_profiles_path(build_dir, method).with_name(f"{method}_consensus.csv")
+
+
+QUERY_METHODS = ("dino", "mae", "classical", "oracle")
+"""Profiles the applications notebook queries (the learned ones, the classical baseline, the planted oracle)."""
+LABEL_EFFICIENCY_OVERRIDES = {
+    "quick": {"seeds": (0,), "tiles_per_field": 1, "fine_tuning": {"steps": 2, "batch_size": 8}},
+    "default": {"seeds": (0, 1), "tiles_per_field": 2, "fine_tuning": {"steps": 15, "batch_size": 16}},
+    "full": {},
+}
+"""Changes to :class:`cellstudy.label_efficiency.LabelEfficiencyConfig` per run profile (apply them with
+:func:`cellstudy.train.apply_overrides`). ``quick``: one seed, two fine-tuning steps. ``default``: two seeds,
+two tiles per field, fine-tuning cut to 15 steps of 16 tiles (about two passes over the tiles of one well per
+gene). Fine-tuning dominates the cost: with 6 training wells per gene the five label fractions give three
+distinct training sets (1, 2 and 6 wells per gene), so each seed fine-tunes 3 x 2 (pre-trained, random init)
+times per encoder. Measured on the default screen with one torch thread on a shared 2-core machine: about
+50 s per encoder at 10 steps, of which about 25 s are fine-tuning, so about 65 s per encoder at 15 steps and
+just over 2 minutes for MAE and DINO. ``full``: the module's defaults."""
+MASK_SWEEP_OVERRIDES = {
+    "quick": {"train": {"steps": 4, "warmup_steps": 1, "checkpoint_every": 4}},
+    "default": {"train": {"steps": 80, "warmup_steps": 8}},
+    "full": {},
+}
+"""Changes to the MAE training configuration (:func:`training_config`) whose compute every ratio of the
+mask-ratio sweep spends. ``default``: 80 steps at mask 0.75 (a sixth of notebook 3's run; 0.5 gets 51 steps,
+0.9 gets 121). Measured with one torch thread on a shared 2-core machine: about 30 s of training per ratio
+and 30 s to embed and score each ratio's profiles, about 3 minutes for the sweep. ``full``: notebook 3's run."""
+MASK_SWEEP_TILES_PER_FIELD = {"quick": None, "default": 2, "full": None}
+"""Tiles per field embedded to score each ratio of the sweep (``None``: all that pass the cell filter)."""
+
+
+def mask_sweep_reference(profile: str) -> train.ExperimentConfig:
+    """The MAE run whose training compute each ratio of the mask-ratio sweep spends (:data:`MASK_SWEEP_OVERRIDES`)."""
+    return train.apply_overrides(training_config("mae", profile), MASK_SWEEP_OVERRIDES[check_profile(profile)],
+                                 f"mask-ratio sweep, profile {profile}")
+
+
+def mask_sweep_dir(build_dir: str | Path) -> Path:
+    """Where a build's mask-ratio sweep keeps one MAE model per ratio."""
+    return Path(build_dir) / "models" / "mask_sweep"
