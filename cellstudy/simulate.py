@@ -813,9 +813,9 @@ class SimulationConfig:
     n_genes
         Number of genes to simulate when ``genes`` is not given (drawn with the
         seed among the CPJUMP1 genes that compounds target). The default, 56
-        (about 1,380 wells), lets sister and compound-gene matching test dozens
-        of genes while the screen and its classical features take about 5
-        minutes on 2 idle CPU cores.
+        (1,376 wells), lets sister and compound-gene matching test dozens
+        of genes; rendering (92 s) and its classical features (275 s) took
+        367 s on 2 idle CPU cores, just over the 6-minute target.
     genes
         Explicit genes (CPJUMP1 gene symbols), overriding ``n_genes``.
     modalities
