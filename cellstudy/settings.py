@@ -73,12 +73,12 @@ NO_INTENSITY_JITTER = {"intensity_jitter": 0.0, "gamma_jitter": 0.0}
 TRAINING_OVERRIDES = {
     ("quick", "mae"): {"train": {"steps": 8, "warmup_steps": 2, "batch_size": 16, "checkpoint_every": 8}},
     ("quick", "dino"): {"train": {"steps": 4, "warmup_steps": 1, "batch_size": 8, "checkpoint_every": 4}},
-    ("default", "mae"): {"train": {"steps": 500, "warmup_steps": 40}},
+    ("default", "mae"): {"train": {"steps": 250, "warmup_steps": 20}},
     ("default", "dino"): {"train": {"steps": 200, "warmup_steps": 20}, "crops": NO_INTENSITY_JITTER},
 }
 """Changes to the training profile per (run profile, method). ``quick``: a few steps, seconds.
-``default``: the CPU profile cut to about 2 minutes per model on 2 idle cores (MAE about 0.26 s per
-step of 64 crops, its loss flat after about 100 steps; DINO about 0.72 s per step of 32 samples of 6
+``default``: the CPU profile cut to about 2 minutes per model on 2 idle cores (MAE about 0.45 s per
+step of 128 crops, the images of 500 steps of 64 that left its loss flat after about 100 of them; DINO about 0.72 s per step of 32 samples of 6
 views), so that a pre-training notebook runs in under 5 minutes. DINO trains without intensity and
 gamma jitter: on the simulated screen the jitter taught it to ignore the intensity changes that carry
 much of the planted phenotype (kNN accuracy of perturbation identity 0.048 with jitter, 0.069
@@ -190,12 +190,12 @@ times per encoder. Measured on the default screen with one torch thread on a sha
 just over 2 minutes for MAE and DINO. ``full``: the module's defaults."""
 MASK_SWEEP_OVERRIDES = {
     "quick": {"train": {"steps": 4, "warmup_steps": 1, "checkpoint_every": 4}},
-    "default": {"train": {"steps": 80, "warmup_steps": 8}},
+    "default": {"train": {"steps": 40, "warmup_steps": 4}},
     "full": {},
 }
 """Changes to the MAE training configuration (:func:`training_config`) whose compute every ratio of the
-mask-ratio sweep spends. ``default``: 80 steps at mask 0.75 (a sixth of notebook 3's run; 0.5 gets 51 steps,
-0.9 gets 121). Measured with one torch thread on a shared 2-core machine: about 30 s of training per ratio
+mask-ratio sweep spends. ``default``: 40 steps of 128 crops at mask 0.75 (a sixth of notebook 3's run; 0.5
+gets 24 steps, 0.9 gets 68). Measured with one torch thread on a shared 2-core machine: about 30 s of training per ratio
 and 30 s to embed and score each ratio's profiles, about 3 minutes for the sweep. ``full``: notebook 3's run."""
 MASK_SWEEP_TILES_PER_FIELD = {"quick": None, "default": 2, "full": None}
 """Tiles per field embedded to score each ratio of the sweep (``None``: all that pass the cell filter)."""

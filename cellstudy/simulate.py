@@ -812,10 +812,10 @@ class SimulationConfig:
     ----------
     n_genes
         Number of genes to simulate when ``genes`` is not given (drawn with the
-        seed among the CPJUMP1 genes that compounds target). The default, 56
-        (1,376 wells), lets sister and compound-gene matching test dozens
-        of genes; rendering (92 s) and its classical features (275 s) took
-        367 s on 2 idle CPU cores, just over the 6-minute target.
+        seed among the CPJUMP1 genes that compounds target). The default, 50
+        (1,260 wells), lets sister and compound-gene matching test dozens
+        of genes and keeps rendering plus classical features within 6
+        minutes on 2 idle CPU cores (56 genes, 1,376 wells, took 367 s).
     genes
         Explicit genes (CPJUMP1 gene symbols), overriding ``n_genes``.
     modalities
@@ -847,7 +847,7 @@ class SimulationConfig:
         CPJUMP1 metadata folder; default :func:`cellstudy.cpjump1.metadata_folder`.
     """
 
-    n_genes: int = 56
+    n_genes: int = 50
     genes: tuple[str, ...] | None = None
     modalities: tuple[str, ...] = cpjump1.MODALITIES
     cell_types: tuple[str, ...] = ("U2OS",)
