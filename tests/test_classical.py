@@ -113,6 +113,22 @@ def test_correlation_matches_pearson_and_is_one_with_itself():
         assert abs(expected) < 0.1
 
 
+def test_vectorised_pearson_equals_cp_measure_including_degenerate_objects():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 12, (60, 70))
+    labels[labels == 7] = 0
+    labels[5, 5] = 7  # a one-pixel object
+    first, second = rng.random((2, 60, 70))
+    first[labels == 9] = 0.5  # constant in one channel: no correlation, no slope
+    expected = classical._CORRELATION["pearson"](first, second, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fast = classical.pearson_by_object(first, second, labels)
+    assert fast.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_allclose(fast[key], np.asarray(expected[key], dtype=float), rtol=1e-12, atol=1e-14)
+
+
 def test_directional_correlations_are_named_first_channel_first():
     image, nuclei, cells = planted_labels()
     image[:] = 100

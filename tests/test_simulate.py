@@ -16,7 +16,7 @@ from skimage import filters, measure, segmentation
 
 from cellstudy import simulate as sim
 from cellstudy.images import CHANNELS, read_field
-from cellstudy.phenotypes import AXIS_NAMES, N_AXES, latent_columns
+from cellstudy.phenotypes import AXIS_GAINS, AXIS_NAMES, N_AXES, latent_columns
 
 METADATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cpjump1" / "metadata"
 needs_shared = pytest.mark.skipif(not (METADATA / "experiment-metadata.tsv").is_file(), reason="shared data absent")
@@ -95,18 +95,23 @@ def test_phenotypes_move_what_they_name():
     def mean_in_cells(field: sim.Field, channel: str) -> float:
         return float(field.image[CHANNELS.index(channel)][field.image[CHANNELS.index("RNA")] > 2000].mean())
 
+    def value(axis: str, log_change: float) -> float:
+        """The value on ``axis`` that moves its rendering parameter by ``exp(log_change)``."""
+        return log_change / float(AXIS_GAINS[AXIS_NAMES.index(axis)])
+
     controls = [render(seed) for seed in range(3)]
-    # planted: radii x exp(0.15 * 3), so area x 2.46
-    assert np.mean([nucleus_area(render(s, nuclear_size=3)) for s in range(3)]) > 2.0 * np.mean(
-        [nucleus_area(f) for f in controls]
-    )
-    assert np.mean([render(s, cell_count=-3).n_cells for s in range(3)]) < 0.6 * np.mean([f.n_cells for f in controls])
-    assert np.mean([mean_in_cells(render(s, mito_mass=3), "Mito") for s in range(3)]) > 1.3 * np.mean(
-        [mean_in_cells(f, "Mito") for f in controls]
-    )
-    assert np.mean([mean_in_cells(render(s, nuclear_intensity=3), "DNA") for s in range(3)]) > 1.3 * np.mean(
-        [mean_in_cells(f, "DNA") for f in controls]
-    )
+    # planted: radii x exp(0.45), so area x 2.46
+    bigger_nuclei = [render(s, nuclear_size=value("nuclear_size", 0.45)) for s in range(3)]
+    assert np.mean([nucleus_area(f) for f in bigger_nuclei]) > 2.0 * np.mean([nucleus_area(f) for f in controls])
+    # planted: density x exp(-1.05) = 0.35
+    fewer_cells = [render(s, cell_count=value("cell_count", -1.05)) for s in range(3)]
+    assert np.mean([f.n_cells for f in fewer_cells]) < 0.6 * np.mean([f.n_cells for f in controls])
+    # planted: stain x exp(0.75) = 2.1
+    for axis, channel in (("mito_mass", "Mito"), ("nuclear_intensity", "DNA")):
+        brighter = [render(s, **{axis: value(axis, 0.75)}) for s in range(3)]
+        assert np.mean([mean_in_cells(f, channel) for f in brighter]) > 1.3 * np.mean(
+            [mean_in_cells(f, channel) for f in controls]
+        )
 
 
 def test_render_rejects_a_wrong_phenotype_length():
