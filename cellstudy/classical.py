@@ -15,7 +15,7 @@ as in the CPJUMP1 paper, plus the cell count.
 
 Which families are measured, on which objects and channels, is set by
 :class:`FeatureFamilies`; :data:`DEFAULT_FAMILIES` fits the simulated
-benchmark (about 1,380 wells of 320 x 320 px) into a few minutes on two CPU cores.
+benchmark (about 1,260 wells of 320 x 320 px) into a few minutes on two CPU cores.
 """
 
 from __future__ import annotations
