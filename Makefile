@@ -53,7 +53,9 @@ $(EXECUTED_DIR)/%.ipynb: notebooks/%.ipynb $(PACKAGE) $(BUILD)/profile | $(STAMP
 	$(PY) -m papermill --cwd notebooks -p profile $(PROFILE) $< $(BUILD)/tmp/$*.ipynb
 	mv $(BUILD)/tmp/$*.ipynb $@
 
-# Later notebooks read what earlier ones wrote under build/ (the simulated screen, models, profiles).
+# Later notebooks read what earlier ones wrote under build/ (the full profile's downloads, the simulated
+# screen, models, profiles).
+$(EXECUTED_DIR)/02_simulated_benchmark.ipynb: $(EXECUTED_DIR)/01_data_exploration.ipynb
 $(EXECUTED_DIR)/03_mae_pretraining.ipynb $(EXECUTED_DIR)/04_dino_pretraining.ipynb: $(EXECUTED_DIR)/02_simulated_benchmark.ipynb
 $(EXECUTED_DIR)/05_embedding.ipynb: $(EXECUTED_DIR)/03_mae_pretraining.ipynb $(EXECUTED_DIR)/04_dino_pretraining.ipynb
 $(EXECUTED_DIR)/06_evaluation.ipynb: $(EXECUTED_DIR)/05_embedding.ipynb

@@ -1,7 +1,9 @@
 """Training crops from 5-channel fields: sampling, cell-content filter, augmentation, normalisation.
 
-Crops are cut at native resolution (no resizing) from fields held in memory as
-``(C, H, W)`` arrays, so a crop is a numpy slice. Each training sample is a
+Crops are cut at native resolution (no resizing) from ``(C, H, W)`` fields, so
+a crop is a numpy slice. The fields are a list of arrays in memory, or a
+:class:`~cellstudy.fieldstore.FieldStore` that reads each field from disk when
+a sample needs it (for screens larger than memory). Each training sample is a
 *region* of the field that contains cells, and ``n_global`` global plus
 ``n_local`` local crops (views) cut from that region, each also containing
 cells (MAE: one global crop, region = crop; DINO: two global and several local
@@ -162,10 +164,14 @@ def compute_channel_stats(
     pixels_per_field: int = 65536,
     percentile_pixels: int = 2**22,
     seed: int = 0,
+    max_fields: int | None = 2000,
 ) -> ChannelStats:
-    """Per-channel statistics of ``fields`` from a seeded random sample of pixels, in bounded memory.
+    """Per-channel statistics of ``fields`` from a seeded random sample of pixels, in bounded memory and time.
 
-    Each field contributes ``pixels_per_field`` pixels drawn without
+    Screens of more than ``max_fields`` fields contribute a seeded random
+    sample of ``max_fields`` of them (so that a screen read from disk, such as
+    a :class:`~cellstudy.fieldstore.FieldStore`, is not read in full). Each
+    field contributes ``pixels_per_field`` pixels drawn without
     replacement (all of them if it has fewer). ``mean`` and ``std`` are those
     of all sampled pixels, merged field by field from per-field moments, so
     memory does not grow with the number of fields. ``scale`` (the 99.9th
@@ -185,7 +191,10 @@ def compute_channel_stats(
         Raw pixel values kept over all fields for the percentile; bounds memory
         at ``percentile_pixels x C`` values of the fields' dtype.
     seed
-        Seed of the pixel sampling (field ``i`` uses the stream ``(seed, i)``).
+        Seed of the pixel sampling (field ``i`` uses the stream ``(seed, i)``) and of the field sample.
+    max_fields
+        Fields read at most (``None``: all). 2000 fields of 65,536 pixels pin the statistics down far
+        more closely than the augmentation's jitter moves them.
 
     Raises
     ------
@@ -194,9 +203,13 @@ def compute_channel_stats(
     """
     if not fields:
         raise ValueError("no fields to compute channel statistics from")
-    percentile_share = max(1, percentile_pixels // len(fields))
+    chosen = range(len(fields))
+    if max_fields is not None and len(fields) > max_fields:
+        chosen = np.sort(np.random.default_rng([seed, len(fields)]).choice(len(fields), max_fields, replace=False))
+    percentile_share = max(1, percentile_pixels // len(chosen))
     counts, means, squares, lows, highs, kept = [], [], [], [], [], []
-    for index, field in enumerate(fields):
+    for index in map(int, chosen):
+        field = fields[index]
         pixels = field.reshape(field.shape[0], -1)
         order = np.random.default_rng([seed, index]).choice(
             pixels.shape[1], min(pixels_per_field, pixels.shape[1]), replace=False
@@ -314,13 +327,23 @@ def augment(crop: np.ndarray, rng: np.random.Generator, config: CropConfig, stat
     return np.ascontiguousarray(x)
 
 
+def field_shapes(fields: Sequence[np.ndarray]) -> list[tuple[int, ...]]:
+    """Shape of each field: the sequence's ``shapes`` where it knows them without reading pixels
+    (:attr:`cellstudy.fieldstore.FieldStore.shapes`), else each array's ``shape``."""
+    known = getattr(fields, "shapes", None)
+    return list(known) if known is not None else [np.shape(field) for field in fields]
+
+
 class CropDataset(torch.utils.data.Dataset):
-    """Endless stream of random multi-view crops from fields held in memory.
+    """Endless stream of random multi-view crops from fields.
 
     Parameters
     ----------
     fields
-        ``(C, H, W)`` arrays (uint16 or float), at least ``region_size`` on each side.
+        ``(C, H, W)`` arrays (uint16 or float), at least ``region_size`` on each
+        side: a list in memory, or a sequence that reads each field when indexed
+        and tells its ``shapes`` (:class:`~cellstudy.fieldstore.FieldStore`; it is
+        not read here, only its shapes are checked).
     config
         Crop sampling, filter, augmentation and normalisation settings.
     stats
@@ -332,6 +355,7 @@ class CropDataset(torch.utils.data.Dataset):
 
     Item ``i`` is ``{"views": [tensor (C, s, s) per view], "seed": int}``; ``seed`` is
     a per-sample random integer for any randomness the model needs (MAE's mask).
+    A field's cell threshold is computed when a sample first uses it and kept.
     """
 
     def __init__(
@@ -343,28 +367,36 @@ class CropDataset(torch.utils.data.Dataset):
         names: Sequence[str] | None = None,
     ) -> None:
         names = list(names) if names is not None else [f"field {i}" for i in range(len(fields))]
-        if not fields:
+        if not len(fields):
             raise ValueError("no fields to cut crops from")
-        for name, field in zip(names, fields):
-            if field.ndim != 3 or min(field.shape[1:]) < config.region_size:
+        shapes = field_shapes(fields)
+        for name, shape in zip(names, shapes):
+            if len(shape) != 3 or min(shape[1:]) < config.region_size:
                 raise ValueError(
                     f"{name}: expected a (C, H, W) field at least {config.region_size} px on each side, "
-                    f"got shape {field.shape}"
+                    f"got shape {tuple(shape)}"
                 )
-            if field.shape[0] != fields[0].shape[0]:
-                raise ValueError(f"{name} has {field.shape[0]} channels, {names[0]} has {fields[0].shape[0]}")
-        self.fields = list(fields)
+            if shape[0] != shapes[0][0]:
+                raise ValueError(f"{name} has {shape[0]} channels, {names[0]} has {shapes[0][0]}")
+        self.fields = fields if hasattr(fields, "shapes") else list(fields)
         self.config = config
         self.stats = stats
         self.seed = seed
-        self.thresholds = [cell_threshold(field[config.dna_channel], config.otsu_factor) for field in self.fields]
+        self.thresholds: dict[int, float] = {}
+
+    def threshold(self, which: int, dna: np.ndarray) -> float:
+        """Cell threshold of field ``which`` (whose DNA channel is ``dna``), computed once."""
+        if which not in self.thresholds:
+            self.thresholds[which] = cell_threshold(dna, self.config.otsu_factor)
+        return self.thresholds[which]
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, index])
         cfg = self.config
         which = int(rng.integers(len(self.fields)))
-        field, threshold = self.fields[which], self.thresholds[which]
+        field = self.fields[which]
         dna = field[cfg.dna_channel]
+        threshold = self.threshold(which, dna)
         height, width = dna.shape
 
         def find(bounds: tuple[int, int, int, int], size: int) -> tuple[int, int]:

@@ -27,6 +27,13 @@ resumes file by file::
 
     paths = download_plate_images("BR00116991", "gallery", wells=["A01", "P24"], channels=["DNA", "Mito"])
     download_profiles(["BR00116991", "BR00116992"], "gallery/profiles")
+
+:func:`download_screen` downloads chosen fields of every non-empty well of
+whole plates and writes their field table (``<dest>/fields.csv``, read with
+:func:`cellstudy.fieldstore.read_field_table`), the input of training and
+embedding. :func:`config_from_env` is the one place that reads
+``CELLSTUDY_GALLERY_ENDPOINT``: set it to read a mirror or a local S3 server
+instead of AWS.
 """
 
 from __future__ import annotations
@@ -41,16 +48,26 @@ from pathlib import Path
 from typing import NamedTuple
 
 import boto3
+import numpy as np
+import pandas as pd
 from botocore import UNSIGNED
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
+from cellstudy import cpjump1
 from cellstudy.cpjump1 import PAPER_BATCH
 from cellstudy.data import ChecksumError
+from cellstudy.fieldstore import FIELD_KEY, write_field_table
 from cellstudy.files import atomic_path
-from cellstudy.images import CPJUMP1_CHANNELS, parse_name, parse_well
+from cellstudy.images import (
+    CHANNELS,
+    CPJUMP1_CHANNELS,
+    channel_paths,
+    parse_name,
+    parse_well,
+)
 from cellstudy.published import PROFILE_SUFFIX
 
 PLATE_SEPARATOR = "__"
@@ -59,6 +76,10 @@ IMAGES_FOLDER = "Images"
 """Sub-folder of a plate folder that holds the TIFFs."""
 CHUNK_BYTES = 1 << 20
 """Bytes read from the network at a time."""
+FIELD_TABLE_FILE = "fields.csv"
+"""File name of the field table :func:`download_screen` writes in its destination."""
+ENDPOINT_VARIABLE = "CELLSTUDY_GALLERY_ENDPOINT"
+"""Environment variable naming an S3 endpoint to use instead of AWS (see :func:`config_from_env`)."""
 
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 
@@ -103,6 +124,15 @@ class GalleryConfig:
     def url(self, key: str) -> str:
         """``s3://bucket/key``, for messages."""
         return f"s3://{self.bucket}/{key}"
+
+
+def config_from_env() -> GalleryConfig:
+    """The default :class:`GalleryConfig`, with ``endpoint_url`` from :data:`ENDPOINT_VARIABLE` when it is set.
+
+    E.g. ``CELLSTUDY_GALLERY_ENDPOINT=http://127.0.0.1:5000`` reads a local S3
+    server filled in the Gallery's layout; unset or empty, AWS.
+    """
+    return GalleryConfig(endpoint_url=os.environ.get(ENDPOINT_VARIABLE) or None)
 
 
 class GalleryObject(NamedTuple):
@@ -259,7 +289,10 @@ def _is_complete(path: Path, obj: GalleryObject) -> bool:
 
 
 def download_objects(
-    objects: Mapping[Path, GalleryObject], config: GalleryConfig = GalleryConfig(), n_threads: int = 4
+    objects: Mapping[Path, GalleryObject],
+    config: GalleryConfig = GalleryConfig(),
+    n_threads: int = 4,
+    progress: bool = True,
 ) -> list[Path]:
     """Download each object to its path, skipping paths already present with the object's size.
 
@@ -271,6 +304,8 @@ def download_objects(
         Where the objects are.
     n_threads
         Parallel downloads.
+    progress
+        Show a progress bar (bytes).
 
     Returns
     -------
@@ -286,7 +321,8 @@ def download_objects(
     missing = {path: obj for path, obj in objects.items() if not _is_complete(path, obj)}
     client = s3_client(config, max_connections=max(10, n_threads))
     with (
-        tqdm(total=sum(obj.size for obj in missing.values()), unit="B", unit_scale=True, desc="gallery") as bar,
+        tqdm(total=sum(obj.size for obj in missing.values()), unit="B", unit_scale=True, desc="gallery",
+             disable=not progress) as bar,
         ThreadPoolExecutor(max_workers=n_threads) as pool,
     ):
         futures = {pool.submit(_fetch, client, obj, path, config): obj for path, obj in missing.items()}
@@ -309,15 +345,142 @@ def download_plate_images(
     channel_map: Mapping[str, int] = CPJUMP1_CHANNELS,
     config: GalleryConfig = GalleryConfig(),
     n_threads: int = 4,
+    progress: bool = True,
 ) -> list[Path]:
     """Download a plate's images (all, or the selected wells, fields and stains) to ``<dest>/<barcode>/``.
 
     The selection is as in :func:`list_plate_images`, the download as in
     :func:`download_objects`. Returns the local paths, sorted.
     """
-    objects = list_plate_images(barcode, wells, fields, channels, channel_map, config)
+    objects = plate_image_objects(barcode, dest, wells, fields, channels, channel_map, config)
+    return download_objects(objects, config, n_threads, progress)
+
+
+def plate_image_objects(
+    barcode: str,
+    dest: str | os.PathLike,
+    wells: Sequence[str] | None = None,
+    fields: Sequence[int] | None = None,
+    channels: Sequence[str] | None = None,
+    channel_map: Mapping[str, int] = CPJUMP1_CHANNELS,
+    config: GalleryConfig = GalleryConfig(),
+) -> dict[Path, GalleryObject]:
+    """Local path in ``<dest>/<barcode>/`` -> object, for the images :func:`list_plate_images` selects."""
     folder = Path(dest) / barcode
-    return download_objects({folder / obj.key.rsplit("/", 1)[-1]: obj for obj in objects}, config, n_threads)
+    objects = list_plate_images(barcode, wells, fields, channels, channel_map, config)
+    return {folder / obj.key.rsplit("/", 1)[-1]: obj for obj in objects}
+
+
+def screen_field_table(
+    plates: Sequence[str],
+    dest: str | os.PathLike,
+    fields: Sequence[int],
+    wells: Sequence[str] | None = None,
+    metadata_folder: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """The field table of a screen of ``plates`` stored in ``dest``, from the CPJUMP1 design (no download).
+
+    One row per selected field of every non-empty well of each plate's plate map
+    (optionally only the well positions ``wells``): the well's
+    :func:`cellstudy.cpjump1.well_table` columns, then ``folder``
+    (``<dest>/<barcode>``), ``well`` and ``field``; sorted by plate, row, column
+    and field. The table :func:`download_screen` returns once the files are there.
+
+    Raises
+    ------
+    ValueError
+        No field is selected, or a well of ``wells`` is empty or absent on every plate map of ``plates``.
+    """
+    design = cpjump1.well_table(metadata_folder, plates)
+    design = design[design["Metadata_pert_type"] != cpjump1.EMPTY_WELL]
+    if wells is not None:
+        absent = sorted(set(wells) - set(design["Metadata_Well"]))
+        if absent:
+            raise ValueError(f"well(s) {absent} hold no perturbation on the plate maps of plates {list(plates)}")
+        design = design[design["Metadata_Well"].isin(wells)]
+    numbers = sorted(set(fields))
+    if not numbers:
+        raise ValueError("no fields selected")
+    repeated = design.loc[design.index.repeat(len(numbers))].reset_index(drop=True)
+    return repeated.assign(
+        folder=[str(Path(dest) / plate) for plate in repeated["Metadata_Plate"]],
+        well=repeated["Metadata_Well"],
+        field=np.tile(numbers, len(design)),
+    )
+
+
+def _check_complete(table: pd.DataFrame, stains: Sequence[str], channel_map: Mapping[str, int]) -> None:
+    """Raise if a field of ``table`` lacks one of ``stains`` on disk, naming plate, well and field."""
+    incomplete = []
+    for plate, folder, well, field in table[["Metadata_Plate", *FIELD_KEY]].itertuples(index=False):
+        paths = dict(zip(CHANNELS, channel_paths(folder, well, field, channel_map)))
+        missing = [stain for stain in stains if not paths[stain].is_file()]
+        if missing:
+            incomplete.append(f"plate {plate} well {well} field {field} lacks {missing}")
+    if incomplete:
+        raise FileNotFoundError(
+            f"{len(incomplete)} field(s) are incomplete after the download (not in the bucket?): "
+            + "; ".join(incomplete[:10]) + ("; ..." if len(incomplete) > 10 else "")
+        )
+
+
+def download_screen(
+    plates: Sequence[str],
+    dest: str | os.PathLike,
+    fields: Sequence[int],
+    channels: Sequence[str] | None = None,
+    wells: Sequence[str] | None = None,
+    metadata_folder: str | os.PathLike | None = None,
+    config: GalleryConfig = GalleryConfig(),
+    channel_map: Mapping[str, int] = CPJUMP1_CHANNELS,
+    n_threads: int = 4,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Download the selected fields of every non-empty well of ``plates`` and write their field table.
+
+    Images land in ``<dest>/<barcode>/`` (resumed file by file, as in
+    :func:`download_objects`); the field table (:func:`screen_field_table`) is
+    written last, atomically, to ``<dest>/fields.csv`` (:data:`FIELD_TABLE_FILE`),
+    so its presence means every listed field is on disk.
+
+    Parameters
+    ----------
+    plates
+        CPJUMP1 plate barcodes (of :data:`~cellstudy.cpjump1.PAPER_BATCH`, e.g. ``BR00117010``).
+    dest
+        Download folder.
+    fields
+        Field (site) numbers downloaded per well.
+    channels
+        Stains downloaded (``None``: all five, which reading a field needs).
+    wells
+        Only these well positions (``None``: every non-empty well of the plate maps).
+    metadata_folder
+        CPJUMP1 metadata folder (:func:`cellstudy.cpjump1.metadata_folder`).
+    config
+        Where the files are (:func:`config_from_env` reads a mirror from the environment).
+    channel_map
+        Stain name -> channel number of the source.
+    n_threads
+        Parallel downloads.
+    progress
+        Show a progress bar (bytes).
+
+    Raises
+    ------
+    FileNotFoundError
+        A plate has no image folder, or a selected field lacks a stain after the
+        download (the message names plate, well and field); no table is written.
+    """
+    table = screen_field_table(plates, dest, fields, wells, metadata_folder)
+    objects = {}
+    for plate, group in table.groupby("Metadata_Plate", sort=False):
+        objects.update(plate_image_objects(plate, dest, group["well"].unique().tolist(), sorted(set(fields)),
+                                           channels, channel_map, config))
+    download_objects(objects, config, n_threads, progress)
+    _check_complete(table, CHANNELS if channels is None else channels, channel_map)
+    write_field_table(table, Path(dest) / FIELD_TABLE_FILE)
+    return table
 
 
 def _profile_object(client: BaseClient, barcode: str, config: GalleryConfig) -> GalleryObject:

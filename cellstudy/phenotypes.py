@@ -191,7 +191,7 @@ class PhenotypeConfig:
     inhibition_knockout_correlation: float = 0.8
     compound_norm_scale: float = 1.0
     compound_potency_sd: float = 0.3
-    off_target_norm: float = 0.8
+    off_target_norm: float = 0.9
     polypharmacology_fraction: float = 0.2
     early_timepoint_strength: float = 0.7
     separate_axes: bool = True

@@ -2,7 +2,9 @@
 
 - ``quick``: a smoke run of every notebook in a few minutes (the notebook tests use it).
 - ``default``: the study as published in the book, sized for a 2-core laptop.
-- ``full``: the full CPJUMP1 data on GPUs.
+- ``full``: the full CPJUMP1 data on GPUs: the Cell Painting Gallery's images of :data:`FULL_PLATES`
+  (:func:`screen_fields`; set ``CELLSTUDY_GALLERY_ENDPOINT`` to download from a mirror, see
+  :func:`cellstudy.gallery.config_from_env`).
 
 Notebooks take ``profile`` as a papermill parameter and ask this module for their settings, so the
 book's methods chapter can report exactly the settings that were used.
@@ -18,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cellstudy import simulate, train
+from cellstudy import cli, embed, gallery, simulate, train
+from cellstudy.fieldstore import FIELD_KEY, FieldStore, read_field_table
 
 PROFILES = ("quick", "default", "full")
 
@@ -210,3 +213,101 @@ def mask_sweep_reference(profile: str) -> train.ExperimentConfig:
 def mask_sweep_dir(build_dir: str | Path) -> Path:
     """Where a build's mask-ratio sweep keeps one MAE model per ratio."""
     return Path(build_dir) / "models" / "mask_sweep"
+
+
+FULL_PLATES = (
+    "BR00117010", "BR00117011", "BR00117012", "BR00117013",  # compound, 48 h
+    "BR00116996", "BR00116997", "BR00116998", "BR00116999",  # CRISPR, 144 h
+    "BR00118039", "BR00118040",  # ORF, 96 h
+)  # fmt: skip
+"""CPJUMP1 plates the ``full`` profile downloads: every analysed U2OS plate at its modality's longer time
+point, the conditions the simulated default screen models (``cell_types=("U2OS",)``,
+``timepoints=("long",)`` of :class:`cellstudy.simulate.SimulationConfig`), for all three modalities. The
+barcodes are those of :func:`cellstudy.cpjump1.plate_conditions` with cell type U2OS and label ``long`` of
+:func:`cellstudy.simulate.timepoint_labels` (checked by the tests)."""
+FULL_FIELDS = (1, 2, 3, 4)
+"""Fields (sites) per well the ``full`` profile downloads. Download size: the 10 plates have 3,816
+non-empty wells, so 15,264 fields of 5 TIFFs; a 1080 x 1080 CPJUMP1 TIFF is about 2.2 MB, so about
+34 MB per field, 17 GB per plate and 170 GB in all."""
+FULL_WELLS = None
+"""Well positions the ``full`` profile downloads per plate (``None``: every non-empty well of the plate
+maps). Name a few, e.g. ``("A01", "D14")``, to try the full path on a download of a few GB."""
+
+
+def gallery_dir(build_dir: str | Path) -> Path:
+    """Where a build's Cell Painting Gallery downloads live (images in ``<barcode>/``, field table, profiles)."""
+    return Path(build_dir) / "gallery"
+
+
+def screen_fields(
+    profile: str,
+    build_dir: str | Path,
+    metadata_folder: str | None = None,
+    config: gallery.GalleryConfig | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The field table of a profile's screen: simulated for ``quick`` and ``default``, downloaded for ``full``.
+
+    ``quick``, ``default``: :meth:`~cellstudy.simulate.SimulationResult.field_table` of
+    :func:`simulated_screen`. ``full``: the Gallery's fields :data:`FULL_FIELDS` of the wells
+    (:data:`FULL_WELLS`) of :data:`FULL_PLATES` in :func:`gallery_dir`, as its field table lists them:
+    downloaded first with :func:`cellstudy.gallery.download_screen` (resuming file by file) unless that
+    table, written once every file is there, lists exactly this selection.
+
+    Parameters
+    ----------
+    config
+        Where the Gallery is; default :func:`cellstudy.gallery.config_from_env`.
+    """
+    if check_profile(profile) != "full":
+        return simulated_screen(profile, build_dir, metadata_folder, progress).field_table()
+    folder = gallery_dir(build_dir)
+    saved = folder / gallery.FIELD_TABLE_FILE
+    expected = gallery.screen_field_table(FULL_PLATES, folder, FULL_FIELDS, FULL_WELLS, metadata_folder)
+    if not (saved.exists() and _same_fields(read_field_table(saved), expected)):
+        gallery.download_screen(FULL_PLATES, folder, FULL_FIELDS, wells=FULL_WELLS, metadata_folder=metadata_folder,
+                                config=config or gallery.config_from_env(), progress=progress)
+    return read_field_table(saved)  # read back either way, so that the column types do not depend on the path
+
+
+def _same_fields(table: pd.DataFrame, other: pd.DataFrame) -> bool:
+    """Whether two field tables list the same fields in the same order."""
+    keys = list(FIELD_KEY)
+    if len(table) != len(other):
+        return False
+    return bool((table[keys].astype(str).to_numpy() == other[keys].astype(str).to_numpy()).all())
+
+
+def classical_wells_path(profile: str, build_dir: str | Path) -> Path:
+    """The classical well profiles of a profile's screen: cp-measure's of the simulated screen
+    (:data:`CLASSICAL_WELLS` in :func:`simulation_dir`), or for ``full`` the published CellProfiler profiles of
+    :data:`FULL_PLATES` (the same file name in :func:`gallery_dir`); written by the simulated-benchmark notebook."""
+    folder = gallery_dir(build_dir) if check_profile(profile) == "full" else simulation_dir(build_dir)
+    return folder / CLASSICAL_WELLS
+
+
+def profile_methods(profile: str) -> list[str]:
+    """The profiling methods (:data:`PROFILE_METHODS`) a profile compares: all but the oracle for ``full``
+    (real screens have no planted phenotype)."""
+    return [method for method in PROFILE_METHODS if not (check_profile(profile) == "full" and method == "oracle")]
+
+
+def pretrain(config: train.ExperimentConfig, training_table: pd.DataFrame, model_dir: str | Path, profile: str,
+             build_dir: str | Path) -> int:
+    """Pre-train ``config`` on the fields of ``training_table`` into ``model_dir``; returns the steps done.
+
+    ``quick`` and ``default`` hold the simulated fields in memory. ``full`` reads its fields from disk as crops
+    need them (:class:`cellstudy.fieldstore.FieldStore`) and, with several GPUs, trains as one ``torchrun``
+    process per GPU (:func:`cellstudy.cli.torchrun_train`). A checkpoint of the same configuration in
+    ``model_dir`` is resumed (:func:`resumable`).
+    """
+    resume = resumable(model_dir, config)
+    if check_profile(profile) != "full":
+        fields, names = embed.read_fields(training_table)
+        return train.train(config, fields, model_dir, names=names, resume=resume).step
+    if torch.cuda.device_count() > 1:
+        table = gallery_dir(build_dir) / gallery.FIELD_TABLE_FILE
+        cli.torchrun_train(config, table, model_dir, torch.cuda.device_count(), resume=resume)
+        return train.load_encoder(Path(model_dir) / train.ENCODER).step
+    store = FieldStore(training_table)
+    return train.train(config, store, model_dir, names=store.names, resume=resume).step

@@ -164,6 +164,25 @@ def test_channel_stats_memory_does_not_grow_with_the_number_of_fields():
     assert peak < all_samples / 8
 
 
+def test_channel_stats_of_a_large_screen_read_a_seeded_sample_of_fields():
+    class Counting(LazyFields):
+        def __getitem__(self, index: int) -> np.ndarray:
+            read.append(index)
+            return super().__getitem__(index)[:, :16, :16]
+
+    read = []
+    fields = Counting(40)
+    stats = compute_channel_stats(fields, "raw", pixels_per_field=256, max_fields=7, seed=2)
+    assert len(read) == len(set(read)) == 7
+    pixels = np.concatenate([fields[i].reshape(5, -1) for i in sorted(read)], axis=1).astype(np.float64)
+    np.testing.assert_allclose(stats.mean, pixels.mean(axis=1), rtol=1e-12)  # every pixel of the 7 fields
+    np.testing.assert_allclose(stats.std, pixels.std(axis=1), rtol=1e-12)
+    read.clear()
+    assert compute_channel_stats(fields, "raw", pixels_per_field=256, max_fields=7, seed=2) == stats
+    assert compute_channel_stats(fields, "raw", pixels_per_field=256, max_fields=40) == compute_channel_stats(
+        fields, "raw", pixels_per_field=256, max_fields=None)
+
+
 def test_constant_channel_is_rejected():
     field = blob_field(32)
     field[3] = 7

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy import cpjump1, gallery, published
+from cellstudy import cpjump1, embed, fieldstore, gallery, published
 from cellstudy.data import ChecksumError
 from cellstudy.images import CHANNELS, CPJUMP1_CHANNELS, parse_well, phenix_name, read_field, write_field
 
@@ -251,3 +251,56 @@ def test_profiles_land_where_published_reads_them(config, bucket, tmp_path):
 def test_missing_profiles_error_names_the_plate(config, tmp_path):
     with pytest.raises(FileNotFoundError, match="BR00116992"):
         gallery.download_profiles(["BR00116991", "BR00116992"], tmp_path, config)
+
+
+def expected_screen(plates: list[str], dest: Path, fields: list[int]) -> pd.DataFrame:
+    """The field table of ``WELLS`` of ``plates`` built row by row from the design."""
+    design = cpjump1.well_table(METADATA, plates=plates)
+    rows = [
+        {**well.to_dict(), "folder": str(dest / well["Metadata_Plate"]), "well": well["Metadata_Well"], "field": field}
+        for _, well in design[design["Metadata_Well"].isin(WELLS)].iterrows()
+        for field in fields
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_screen_download_returns_and_writes_the_field_table(config, bucket, tmp_path):
+    if not METADATA.is_dir():
+        pytest.skip("shared CPJUMP1 metadata absent")
+    plates = list(PLATE_FOLDERS)
+    table = gallery.download_screen(plates, tmp_path, FIELDS, wells=WELLS, metadata_folder=METADATA, config=config,
+                                    progress=False)
+    pd.testing.assert_frame_equal(table, expected_screen(plates, tmp_path, FIELDS), check_dtype=False)
+    images, _ = embed.read_fields(table, progress=False)
+    for image, key in zip(images, table[["Metadata_Plate", "well", "field"]].itertuples(index=False)):
+        np.testing.assert_array_equal(image, bucket["images"][tuple(key)])
+    saved = fieldstore.read_field_table(tmp_path / gallery.FIELD_TABLE_FILE)
+    pd.testing.assert_frame_equal(saved, table, check_dtype=False)  # a column of missing values reads back as float
+    assert sorted(path.name for path in tmp_path.iterdir()) == [*plates, gallery.FIELD_TABLE_FILE]  # no temp files
+
+
+def test_screen_with_a_missing_field_names_it_and_writes_no_table(config, bucket, tmp_path):
+    if not METADATA.is_dir():
+        pytest.skip("shared CPJUMP1 metadata absent")
+    with pytest.raises(FileNotFoundError, match=r"plate BR00116991 well A01 field 3 lacks \['DNA', 'ER'"):
+        gallery.download_screen(["BR00116991"], tmp_path, [1, 3], wells=["A01"], metadata_folder=METADATA,
+                                config=config, progress=False)
+    assert not (tmp_path / gallery.FIELD_TABLE_FILE).exists()
+    assert len(list((tmp_path / "BR00116991").iterdir())) == len(CHANNELS)  # field 1 was downloaded
+
+
+def test_screen_selection_errors_name_the_well(tmp_path):
+    if not METADATA.is_dir():
+        pytest.skip("shared CPJUMP1 metadata absent")
+    with pytest.raises(ValueError, match="Q01"):
+        gallery.screen_field_table(["BR00116991"], tmp_path, [1], wells=["A01", "Q01"], metadata_folder=METADATA)
+    empty = cpjump1.well_table(METADATA, ["BR00116996"]).query("Metadata_pert_type == 'empty'")["Metadata_Well"].iloc[0]
+    with pytest.raises(ValueError, match=empty):
+        gallery.screen_field_table(["BR00116996"], tmp_path, [1], wells=[empty], metadata_folder=METADATA)
+
+
+def test_endpoint_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(gallery.ENDPOINT_VARIABLE, "http://127.0.0.1:5000")
+    assert gallery.config_from_env() == gallery.GalleryConfig(endpoint_url="http://127.0.0.1:5000")
+    monkeypatch.delenv(gallery.ENDPOINT_VARIABLE)
+    assert gallery.config_from_env().endpoint_url is None

@@ -3,8 +3,16 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import test_gallery
 
-from cellstudy import settings, simulate, train
+from cellstudy import cpjump1, embed, gallery, settings, simulate, train
+from cellstudy.images import list_fields, write_field
+
+endpoint, bucket, loopback_only = test_gallery.endpoint, test_gallery.bucket, test_gallery.loopback_only
+"""Fixtures of test_gallery: a moto S3 server on loopback filled in the Gallery's layout, and a guard that
+keeps this module off every other host."""
+METADATA, WELLS, FIELDS = test_gallery.METADATA, test_gallery.WELLS, test_gallery.FIELDS
 
 
 def test_every_profile_has_a_simulation_and_quick_is_smaller():
@@ -112,3 +120,75 @@ def test_classical_wells_live_beside_the_simulated_screen(tmp_path):
 def test_retrieval_nulls_cover_every_profile_and_default_to_the_papers_size():
     assert set(settings.MAP_NULL_SIZE) == set(settings.PROFILES)
     assert settings.MAP_NULL_SIZE["quick"] < settings.MAP_NULL_SIZE["default"] == 100_000
+
+
+def test_full_plates_are_the_u2os_long_plates_of_every_modality():
+    conditions = cpjump1.plate_conditions(METADATA)
+    chosen = conditions[(conditions["Metadata_cell_type"] == "U2OS")
+                        & (simulate.timepoint_labels(conditions, METADATA) == "long")]
+    assert sorted(settings.FULL_PLATES) == sorted(chosen["Metadata_Plate"])
+    assert sorted(chosen["Metadata_modality"].unique()) == sorted(cpjump1.MODALITIES)
+    assert simulate.SimulationConfig().cell_types == ("U2OS",) and simulate.SimulationConfig().timepoints == ("long",)
+    wells = cpjump1.well_table(METADATA, settings.FULL_PLATES).query("Metadata_pert_type != 'empty'")
+    assert len(wells) * len(settings.FULL_FIELDS) == 15_264  # the download size stated in FULL_FIELDS
+
+
+def test_gallery_downloads_live_in_the_build(tmp_path):
+    assert settings.gallery_dir(tmp_path) == tmp_path / "gallery"
+
+
+def test_simulated_profiles_screen_the_simulated_fields(tmp_path, monkeypatch):
+    tiny = replace(simulate.QUICK_CONFIG, n_genes=1, n_replicate_plates=1, negcon_wells_per_plate=1,
+                   image_size=48, modalities=("orf",), n_workers=1)
+    monkeypatch.setattr(settings, "simulation_config", lambda profile, metadata_folder=None: tiny)
+    table = settings.screen_fields("quick", tmp_path, progress=False)
+    loaded = simulate.SimulationResult.load(settings.simulation_dir(tmp_path)).field_table()
+    pd.testing.assert_frame_equal(table, loaded, check_dtype=False)  # a fresh screen's empty columns are str
+
+
+def test_full_screen_is_downloaded_from_the_configured_endpoint_then_loaded(tmp_path, monkeypatch, endpoint, bucket):
+    monkeypatch.setenv(gallery.ENDPOINT_VARIABLE, endpoint)
+    monkeypatch.setattr(settings, "FULL_PLATES", ("BR00116991",))
+    monkeypatch.setattr(settings, "FULL_FIELDS", tuple(FIELDS))
+    monkeypatch.setattr(settings, "FULL_WELLS", tuple(WELLS))
+    downloads = []
+    real_download = gallery.download_screen
+    monkeypatch.setattr(gallery, "download_screen",
+                        lambda *args, **kwargs: downloads.append(args) or real_download(*args, **kwargs))
+
+    table = settings.screen_fields("full", tmp_path, metadata_folder=METADATA, progress=False)
+    assert [tuple(key) for key in table[["folder", "well", "field"]].itertuples(index=False)] == [
+        (str(tmp_path / "gallery" / "BR00116991"), well, field) for well in sorted(WELLS) for field in FIELDS]
+    images, _ = embed.read_fields(table, progress=False)
+    assert all(np.array_equal(image, bucket["images"][("BR00116991", well, field)])
+               for image, (well, field) in zip(images, table[["well", "field"]].itertuples(index=False)))
+
+    monkeypatch.delenv(gallery.ENDPOINT_VARIABLE)  # a complete screen is loaded without the network
+    pd.testing.assert_frame_equal(settings.screen_fields("full", tmp_path, metadata_folder=METADATA), table)
+    assert len(downloads) == 1
+    monkeypatch.setenv(gallery.ENDPOINT_VARIABLE, endpoint)
+    monkeypatch.setattr(settings, "FULL_FIELDS", (1,))  # another selection is downloaded again
+    assert settings.screen_fields("full", tmp_path, metadata_folder=METADATA, progress=False)["field"].tolist() == [1, 1]
+    assert len(downloads) == 2
+
+
+def test_full_profile_reads_published_classical_profiles_and_has_no_oracle(tmp_path):
+    assert settings.classical_wells_path("default", tmp_path) == settings.simulation_dir(tmp_path) / "classical_wells.csv"
+    assert settings.classical_wells_path("full", tmp_path) == tmp_path / "gallery" / "classical_wells.csv"
+    assert settings.profile_methods("quick") == list(settings.PROFILE_METHODS)
+    assert settings.profile_methods("full") == [m for m in settings.PROFILE_METHODS if m != "oracle"]
+
+
+def test_full_profile_pretrains_from_disk_as_the_default_does_in_memory(tmp_path):
+    rng = np.random.default_rng(0)
+    for well, field in (("A01", 1), ("A01", 2), ("D14", 1)):
+        write_field(tmp_path / "P1", well, field, rng.poisson(200, (5, 64, 72)).astype(np.uint16))
+    table = list_fields(tmp_path / "P1")
+    config = train.apply_overrides(train.default_config("mae", "cpu"),
+                                   {"train": {"steps": 2, "batch_size": 2, "device": "cpu"}})
+    steps = {profile: settings.pretrain(config, table, tmp_path / profile, profile, tmp_path)
+             for profile in ("default", "full")}  # no GPU here: full trains in this process from a FieldStore
+    assert steps == {"default": 2, "full": 2}
+    weights = {profile: torch.load(tmp_path / profile / train.ENCODER, weights_only=True)["encoder"]
+               for profile in steps}
+    assert all(torch.equal(weights["full"][name], tensor) for name, tensor in weights["default"].items())
