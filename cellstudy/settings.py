@@ -126,11 +126,6 @@ PRETRAINING_FIELDS = {"quick": None, "default": 320, "full": None}
 """Fields of the simulated screen that pre-training reads (a seeded random sample; ``None``: all). The
 default profile's runs see each of them about a hundred times; more fields would only cost memory and
 loading time."""
-QUICK_CHECK_TILES_PER_FIELD = {"quick": None, "default": 6, "full": None}
-"""Tiles per field embedded for the pre-training notebooks' kNN check (``None``: all that pass the
-cell filter); the default profile subsamples to embed the screen in about a minute."""
-
-
 def pretraining_fields(field_table: pd.DataFrame, profile: str, seed: int = 0) -> pd.DataFrame:
     """The rows of a screen's field table that a profile pre-trains on (:data:`PRETRAINING_FIELDS`), in table order."""
     count = PRETRAINING_FIELDS[check_profile(profile)]
@@ -150,8 +145,9 @@ MAP_NULL_SIZE = {"quick": 10_000, "default": 100_000, "full": 100_000}
 """Draws in each permutation null of the retrieval tasks (:class:`cellstudy.evaluate.MapSettings`); the
 paper used 100,000."""
 EMBEDDING_BATCH_SIZE = 256
-"""Tiles per encoder call in the embedding notebook (the profiles do not depend on it; on 2 CPU cores
-batches of 256 tiles embed about 1.5 times faster per tile than batches of 64)."""
+"""Tiles per encoder call in the embedding notebook and the pre-training notebooks' kNN check (the profiles
+do not depend on it; on 2 CPU cores batches of 256 tiles embed about 1.5 times faster per tile than
+batches of 64)."""
 
 
 def profiles_dir(build_dir: str | Path) -> Path:
