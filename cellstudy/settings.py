@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from cellstudy import cli, embed, gallery, simulate, train
-from cellstudy.fieldstore import FIELD_KEY, FieldStore, read_field_table
+from cellstudy.fieldstore import FIELD_KEY, FieldStore, read_field_table, write_field_table
 
 PROFILES = ("quick", "default", "full")
 
@@ -288,21 +288,24 @@ def profile_methods(profile: str) -> list[str]:
     return [method for method in PROFILE_METHODS if not (check_profile(profile) == "full" and method == "oracle")]
 
 
-def pretrain(config: train.ExperimentConfig, training_table: pd.DataFrame, model_dir: str | Path, profile: str,
-             build_dir: str | Path) -> int:
+TRAINING_FIELDS = "training_fields.csv"
+"""Field table of a ``full`` pre-training run, written to its model folder for the ``torchrun`` processes."""
+
+
+def pretrain(config: train.ExperimentConfig, training_table: pd.DataFrame, model_dir: str | Path, profile: str) -> int:
     """Pre-train ``config`` on the fields of ``training_table`` into ``model_dir``; returns the steps done.
 
     ``quick`` and ``default`` hold the simulated fields in memory. ``full`` reads its fields from disk as crops
     need them (:class:`cellstudy.fieldstore.FieldStore`) and, with several GPUs, trains as one ``torchrun``
-    process per GPU (:func:`cellstudy.cli.torchrun_train`). A checkpoint of the same configuration in
-    ``model_dir`` is resumed (:func:`resumable`).
+    process per GPU (:func:`cellstudy.cli.torchrun_train`) on the table written to ``model_dir`` as
+    :data:`TRAINING_FIELDS`. A checkpoint of the same configuration in ``model_dir`` is resumed (:func:`resumable`).
     """
     resume = resumable(model_dir, config)
     if check_profile(profile) != "full":
         fields, names = embed.read_fields(training_table)
         return train.train(config, fields, model_dir, names=names, resume=resume).step
     if torch.cuda.device_count() > 1:
-        table = gallery_dir(build_dir) / gallery.FIELD_TABLE_FILE
+        table = write_field_table(training_table, Path(model_dir) / TRAINING_FIELDS)
         cli.torchrun_train(config, table, model_dir, torch.cuda.device_count(), resume=resume)
         return train.load_encoder(Path(model_dir) / train.ENCODER).step
     store = FieldStore(training_table)

@@ -1,3 +1,4 @@
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 import test_gallery
 
 from cellstudy import cpjump1, embed, gallery, settings, simulate, train
+from cellstudy.fieldstore import read_field_table
 from cellstudy.images import list_fields, write_field
 
 endpoint, bucket, loopback_only = test_gallery.endpoint, test_gallery.bucket, test_gallery.loopback_only
@@ -186,9 +188,23 @@ def test_full_profile_pretrains_from_disk_as_the_default_does_in_memory(tmp_path
     table = list_fields(tmp_path / "P1")
     config = train.apply_overrides(train.default_config("mae", "cpu"),
                                    {"train": {"steps": 2, "batch_size": 2, "device": "cpu"}})
-    steps = {profile: settings.pretrain(config, table, tmp_path / profile, profile, tmp_path)
+    steps = {profile: settings.pretrain(config, table, tmp_path / profile, profile)
              for profile in ("default", "full")}  # no GPU here: full trains in this process from a FieldStore
     assert steps == {"default": 2, "full": 2}
     weights = {profile: torch.load(tmp_path / profile / train.ENCODER, weights_only=True)["encoder"]
                for profile in steps}
     assert all(torch.equal(weights["full"][name], tensor) for name, tensor in weights["default"].items())
+
+
+def test_full_profile_on_several_gpus_runs_torchrun_on_the_training_table(tmp_path, monkeypatch):
+    table = pd.DataFrame({"folder": [str(tmp_path / "P1")] * 2, "well": ["A01", "B02"], "field": [1, 1]})
+    calls = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(settings.cli, "torchrun_train", lambda *args, **options: calls.append((args, options)))
+    monkeypatch.setattr(settings.train, "load_encoder", lambda path: type("Encoder", (), {"step": 7}))
+    config = train.default_config("mae", "cpu")
+    assert settings.pretrain(config, table, tmp_path / "model", "full") == 7
+    (used_config, table_path, model_dir, n_processes), options = calls[0]
+    assert (used_config, model_dir, n_processes, options) == (config, tmp_path / "model", 4, {"resume": False})
+    written = read_field_table(table_path)[["folder", "well", "field"]]
+    pd.testing.assert_frame_equal(written.assign(folder=written["folder"].map(os.path.normpath)), table)
