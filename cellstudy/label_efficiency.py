@@ -55,7 +55,7 @@ from cellstudy.images import CPJUMP1_CHANNELS
 from cellstudy.models.vit import ViTEncoder
 from cellstudy.probe import CONDITION, PER_PLATE
 from cellstudy.profiles import NEGCON, PLATE, PostProcessing, metadata_columns, postprocess
-from cellstudy.train import PretrainedEncoder, cosine_schedule, load_encoder, parameter_groups
+from cellstudy.train import PretrainedEncoder, cosine_schedule, load_encoder, parameter_groups, resolve_device
 
 TARGET_GENE = "Metadata_gene"
 """Label column of the target gene (CRISPR guides and ORFs; compounds have a list of targets instead)."""
@@ -95,6 +95,9 @@ class FineTuning:
         Augment each tile with a random one of the 8 flips and 90-degree rotations.
     predict_batch_size
         Tiles per forward pass when predicting (the predictions do not depend on it).
+    device
+        ``"auto"`` (a GPU if CUDA is available, else the CPU), ``"cpu"`` or ``"cuda"``: where the classifier is
+        trained and run. Results on the CPU are deterministic; on a GPU they may differ in the last digits.
     """
 
     steps: int = 30
@@ -106,6 +109,7 @@ class FineTuning:
     weight_decay: float = 0.05
     flips: bool = True
     predict_batch_size: int = 256
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -351,15 +355,16 @@ def fine_tune(encoder: ViTEncoder, tiles: np.ndarray, labels: np.ndarray, n_clas
 
     Returns
     -------
-    The trained classifier, in eval mode, on the CPU.
+    The trained classifier, in eval mode, on ``config.device``.
     """
     rng = np.random.default_rng(seed)
-    model = TileClassifier(_copy_encoder(encoder), n_classes, pooling).train()
+    device = resolve_device(config.device, 0)
+    model = TileClassifier(_copy_encoder(encoder), n_classes, pooling).to(device).train()
     groups = [{**group, "peak_lr": peak} for part, peak in ((model.encoder, config.lr), (model.head, config.head_lr))
               for group in parameter_groups(part)]
     optimizer = torch.optim.AdamW(groups, lr=0.0)
     order = batch_order(len(tiles), config.steps, config.batch_size, rng)
-    targets = torch.as_tensor(labels, dtype=torch.long)
+    targets = torch.as_tensor(labels, dtype=torch.long, device=device)
     for step, batch in enumerate(tqdm(order, desc="fine-tuning", unit="step", leave=False, disable=not progress)):
         for group in optimizer.param_groups:
             group["lr"] = cosine_schedule(step, config.steps, group["peak_lr"], config.min_lr, config.warmup_steps)
@@ -367,7 +372,7 @@ def fine_tune(encoder: ViTEncoder, tiles: np.ndarray, labels: np.ndarray, n_clas
         inputs = torch.from_numpy(tiles[batch])
         if config.flips:
             inputs = random_flips(inputs, rng)
-        loss = nn.functional.cross_entropy(model(inputs), targets[batch])
+        loss = nn.functional.cross_entropy(model(inputs.to(device)), targets[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -382,8 +387,10 @@ def _copy_encoder(encoder: ViTEncoder) -> ViTEncoder:
 @torch.inference_mode()
 def well_logits(classifier: TileClassifier, tiles: np.ndarray, well_index: np.ndarray, n_wells: int,
                 batch_size: int = 256) -> np.ndarray:
-    """``(n_wells, n_classes)`` mean logits of each well's tiles (``well_index``: each tile's well)."""
-    logits = torch.cat([classifier(torch.from_numpy(tiles[start: start + batch_size]))
+    """``(n_wells, n_classes)`` mean logits of each well's tiles (``well_index``: each tile's well), the classifier
+    run on its own device."""
+    device = classifier.head.weight.device
+    logits = torch.cat([classifier(torch.from_numpy(tiles[start: start + batch_size]).to(device)).float().cpu()
                         for start in range(0, len(tiles), batch_size)]).numpy()
     sums = np.zeros((n_wells, logits.shape[1]))
     np.add.at(sums, well_index, logits)
@@ -460,8 +467,10 @@ def label_efficiency(
     -------
     :data:`RESULT_COLUMNS`: one row per method (:data:`ENCODERS`), regime, label fraction and seed.
     """
-    pretrained = load_encoder(encoder_path)
-    encoders = {ENCODERS[0]: pretrained, ENCODERS[1]: embed.random_init_encoder(encoder_path, config.random_init_seed)}
+    device = resolve_device(config.fine_tuning.device, 0)  # both regimes run there
+    pretrained = load_encoder(encoder_path, device)
+    encoders = {ENCODERS[0]: pretrained,
+                ENCODERS[1]: embed.random_init_encoder(encoder_path, config.random_init_seed, device=device)}
     pooling = embed.DEFAULT_POOLING[pretrained.method]
     loaded = load_well_tiles(labelled_fields(field_table, config), pretrained, config.tiles_per_field,
                              config.tile_seed, channel_map, progress)
