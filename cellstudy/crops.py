@@ -61,8 +61,10 @@ class CropConfig:
         Local crops per sample (0 for MAE; DINO: 6-10; fewer on CPU).
     region_size
         Side (px) of the region all views of a sample are cut from. Equal to
-        ``global_size`` for MAE; 1.25-1.5x for DINO, so that global crops overlap
-        partly (too large a region and the two views share nothing).
+        ``global_size`` for MAE; for DINO 1.25-1.5x on large crops, so that global
+        crops overlap partly (too large a region and the two views share nothing).
+        On small crops (64 px) equal to ``global_size`` worked better: each 32-px
+        local crop then lies inside both global views.
     dna_channel
         Index of the DNA stain in a field's channel axis (``CHANNELS`` order).
     otsu_factor

@@ -77,15 +77,19 @@ TRAINING_OVERRIDES = {
     ("quick", "mae"): {"train": {"steps": 8, "warmup_steps": 2, "batch_size": 16, "checkpoint_every": 8}},
     ("quick", "dino"): {"train": {"steps": 4, "warmup_steps": 1, "batch_size": 8, "checkpoint_every": 4}},
     ("default", "mae"): {"train": {"steps": 250, "warmup_steps": 20}},
-    ("default", "dino"): {"train": {"steps": 200, "warmup_steps": 20}, "crops": NO_INTENSITY_JITTER},
+    ("default", "dino"): {"train": {"steps": 200, "warmup_steps": 20, "batch_size": 24}, "crops": NO_INTENSITY_JITTER},
 }
 """Changes to the training profile per (run profile, method). ``quick``: a few steps, seconds.
 ``default``: the CPU profile cut to about 2 minutes per model on 2 idle cores (MAE about 0.45 s per
-step of 128 crops, the images of 500 steps of 64 that left its loss flat after about 100 of them; DINO about 0.72 s per step of 32 samples of 6
-views), so that a pre-training notebook runs in under 5 minutes. DINO trains without intensity and
-gamma jitter: on the simulated screen the jitter taught it to ignore the intensity changes that carry
-much of the planted phenotype (kNN accuracy of perturbation identity 0.048 with jitter, 0.069
-without; random initialisation 0.073). ``full``: the GPU profile unchanged."""
+step of 128 crops, the images of 500 steps of 64 that left its loss flat after about 100 of them; DINO about
+0.6 s per step of 24 samples of 6 views), so that a pre-training notebook, with its kNN check of every tile
+(about 2 minutes), runs in under 5 minutes. DINO's batch of 24 instead of 32 is for that budget: 200 steps
+of 32 took about 150 s, and the notebook 324 s; the check gave 0.047 with 24 and 0.054 with 32 (random
+initialisation 0.035), a difference within its noise. Fewer steps or fewer local crops cost more (150
+steps of 32: 0.045; two local crops: 0.036). DINO trains without intensity and gamma jitter: on the first
+version of the simulated screen the jitter taught it to ignore the intensity changes that carry much of the
+planted phenotype (kNN accuracy 0.048 with jitter, 0.069 without; random initialisation 0.073); this was not
+measured again on the current screen. ``full``: the GPU profile unchanged."""
 REAL_FIELD_STEPS = 0.2
 """Share of a profile's steps used to pre-train on the ten real fields (far fewer images than the screen)."""
 

@@ -190,12 +190,12 @@ def _compatible(value: Any, current: Any) -> bool:
 PROFILE_OVERRIDES = {
     ("cpu", "mae"): {"mae": {"decoder_depth": 1}, "train": {"batch_size": 128}},
     ("cpu", "dino"): {
-        "crops": {"n_global": 2, "n_local": 4, "local_size": 32, "region_size": 96},
+        "crops": {"n_global": 2, "n_local": 4, "local_size": 32, "region_size": 64},
         "train": {
             "steps": 300,
             "warmup_steps": 30,
             "batch_size": 32,
-            "base_lr": 2.0e-3,
+            "base_lr": 8.0e-3,
             "weight_decay": 0.04,
             "weight_decay_end": 0.4,
             "beta2": 0.999,
@@ -241,9 +241,18 @@ PROFILE_OVERRIDES = {
 }
 """Changes to the dataclass defaults per (profile, method).
 
-``cpu``: ViT-tiny width, 6 blocks, 8-px patches, 64-px crops (DINO: 32-px local
-crops from 96-px regions); a few minutes on 2 cores. Learning rates are higher
-and the teacher momentum lower than published, for runs of hundreds of steps.
+``cpu``: ViT-tiny width, 6 blocks, 8-px patches, 64-px crops (DINO: the two global
+crops are the whole 64-px region, flipped or turned, plus four 32-px local crops);
+a few minutes on 2 cores. Learning rates are higher and the teacher momentum lower
+than published, for runs of hundreds of steps. DINO's two choices were measured on
+the default simulated screen (200 steps; 1-NN accuracy of perturbation identity on
+held-out plates, every tile, random initialisation 0.035): peak learning rate
+2.5e-4 and 96-px regions 0.032 (the teacher drifted towards uniform output and
+what it learned decayed); 96-px regions at 1e-3 0.053; 64-px regions at 2.5e-4
+0.039, at 1e-3 0.054, at 2e-3 0.046; at 1e-3 with 256 prototypes 0.034, with 4096
+0.057, with 150 steps 0.045, with two local crops 0.036. These settings were
+picked on the check they are then judged by, which flatters them: with another
+training seed the chosen ones gave 0.044.
 MAE uses a one-block decoder and batches of 128: on 2 cores the two-block
 decoder over all 65 tokens cost about as much as the encoder on its 17 visible
 ones (masked step 0.44-0.48 of the all-token step at 33-35% of the matmul
