@@ -97,7 +97,7 @@ class FineTuning:
         Tiles per forward pass when predicting (the predictions do not depend on it).
     device
         ``"auto"`` (a GPU if CUDA is available, else the CPU), ``"cpu"`` or ``"cuda"``: where the classifier is
-        trained and run. Results on the CPU are deterministic; on a GPU they may differ in the last digits.
+        trained and run (and, in :func:`label_efficiency`, where the frozen encoders embed the tiles). Results on the CPU are deterministic; on a GPU they may differ in the last digits.
     """
 
     steps: int = 30
@@ -359,7 +359,7 @@ def fine_tune(encoder: ViTEncoder, tiles: np.ndarray, labels: np.ndarray, n_clas
     """
     rng = np.random.default_rng(seed)
     device = resolve_device(config.device, 0)
-    model = TileClassifier(_copy_encoder(encoder), n_classes, pooling).to(device).train()
+    model = TileClassifier(_copy_encoder(encoder, device), n_classes, pooling).to(device).train()
     groups = [{**group, "peak_lr": peak} for part, peak in ((model.encoder, config.lr), (model.head, config.head_lr))
               for group in parameter_groups(part)]
     optimizer = torch.optim.AdamW(groups, lr=0.0)
@@ -379,9 +379,9 @@ def fine_tune(encoder: ViTEncoder, tiles: np.ndarray, labels: np.ndarray, n_clas
     return model.eval()
 
 
-def _copy_encoder(encoder: ViTEncoder) -> ViTEncoder:
-    """A trainable CPU copy of ``encoder`` (the original, and its device, untouched)."""
-    return copy.deepcopy(encoder).cpu().train().requires_grad_(True)
+def _copy_encoder(encoder: ViTEncoder, device: torch.device) -> ViTEncoder:
+    """A trainable copy of ``encoder`` on ``device`` (the original, and its device, untouched)."""
+    return copy.deepcopy(encoder).to(device).train().requires_grad_(True)
 
 
 @torch.inference_mode()

@@ -130,6 +130,8 @@ PRETRAINING_FIELDS = {"quick": None, "default": 320, "full": None}
 """Fields of the simulated screen that pre-training reads (a seeded random sample; ``None``: all). The
 default profile's runs see each of them about a hundred times; more fields would only cost memory and
 loading time."""
+
+
 def pretraining_fields(field_table: pd.DataFrame, profile: str, seed: int = 0) -> pd.DataFrame:
     """The rows of a screen's field table that a profile pre-trains on (:data:`PRETRAINING_FIELDS`), in table order."""
     count = PRETRAINING_FIELDS[check_profile(profile)]
