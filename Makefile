@@ -1,8 +1,8 @@
 # cellstudy: set up, test, reproduce the study, build the book.
 # Every target sets itself up (creates .venv) when needed.
-#   make reproduce            default profile (fits a 2-core laptop)
-#   make reproduce PROFILE=quick   smoke run (minutes)
-#   make reproduce PROFILE=full    full CPJUMP1 on GPUs (see README)
+#   make reproduce            default run size (fits a 2-core laptop)
+#   make reproduce SIZE=quick      smoke run (minutes)
+#   make reproduce SIZE=full       full CPJUMP1 on GPUs (see README)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -13,7 +13,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.cellstudy-installed
+LOCK := requirements.lock
+# SIZE: the run size (quick, default or full); PROFILE= is accepted as its old name.
 PROFILE ?= default
+SIZE ?= $(PROFILE)
 # Idle OpenMP threads sleep instead of spinning: with spinning, torch on 2 cores slows ten-fold as soon as
 # another process shares them.
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -25,32 +28,51 @@ PACKAGE := $(shell find cellstudy -name '*.py' -o -name '*.csv')
 BOOK_SOURCES := $(wildcard book/*.md book/*.yml book/*.bib)
 BOOK_HTML := book/_build/html/index.html
 
-.PHONY: setup test reproduce notebooks book check-book lab bench clean help
+.PHONY: setup test lint lock reproduce notebooks book check-book lab bench clean help
 
 help:
-	@echo "make setup | test | reproduce [PROFILE=quick|default|full] | book | check-book | lab | bench | clean"
+	@echo "make setup | test | lint | lock | reproduce [SIZE=quick|default|full] | book | check-book | lab | bench | clean"
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The pinned environment: every package at the exact version and hash in $(LOCK), then the package itself.
+# pip check fails when the package's dependencies ask for something the lock lacks: run make lock.
+$(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PIP) install --quiet -e '.[notebooks,test]'
+	$(PIP) install --quiet -r $(LOCK)
+	$(PIP) install --quiet --no-deps -e .
+	$(PIP) check
 	touch $@
+
+# Re-resolves $(LOCK) from pyproject.toml (all extras) and requirements.in (the torch pins) for Linux, macOS,
+# Windows and Python 3.11+ (zarr 3 needs 3.11); run it after changing a dependency. It keeps the pins it can
+# (delete $(LOCK) first to take the newest of everything) and needs only uv, not an up-to-date venv.
+lock:
+	test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(PIP) install --quiet uv; }
+	$(VENV)/bin/uv pip compile pyproject.toml requirements.in --extra notebooks --extra test --extra dev \
+		--universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' \
+		--quiet --output-file $(LOCK)
 
 test: $(STAMP)
 	$(PY) -m pytest
 
-# --- the study ---------------------------------------------------------------
-# A notebook re-runs when it, the package or the profile changed.
-$(BUILD)/profile: FORCE
-	@mkdir -p $(BUILD)
-	@echo "$(PROFILE)" | cmp -s - $@ || echo "$(PROFILE)" > $@
+# Style and formatting (ruff) and the layers between sub-packages (import-linter); see pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
-$(EXECUTED_DIR)/%.ipynb: notebooks/%.ipynb $(PACKAGE) $(BUILD)/profile | $(STAMP)
+# --- the study ---------------------------------------------------------------
+# A notebook re-runs when it, the package or the run size changed.
+$(BUILD)/run_size: FORCE
+	@mkdir -p $(BUILD)
+	@echo "$(SIZE)" | cmp -s - $@ || echo "$(SIZE)" > $@
+
+$(EXECUTED_DIR)/%.ipynb: notebooks/%.ipynb $(PACKAGE) $(BUILD)/run_size | $(STAMP)
 	@mkdir -p $(EXECUTED_DIR) $(BUILD)/tmp
-	$(PY) -m papermill --cwd notebooks -p profile $(PROFILE) $< $(BUILD)/tmp/$*.ipynb
+	$(PY) -m papermill --cwd notebooks -p run_size $(SIZE) $< $(BUILD)/tmp/$*.ipynb
+	$(PY) tools/book_cells.py $(BUILD)/tmp/$*.ipynb
 	mv $(BUILD)/tmp/$*.ipynb $@
 
 # Later notebooks read what earlier ones wrote under build/ (the full profile's downloads, the simulated
@@ -73,18 +95,18 @@ book: $(BOOK_HTML)
 
 check-book: $(BOOK_HTML) | $(STAMP)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null)
-	$(PY) -m cellstudy.bookcheck book/_build/html --screenshots $(BUILD)/screenshots
+	$(PY) tools/bookcheck.py book/_build/html --screenshots $(BUILD)/screenshots
 
 reproduce: check-book
 	@echo "Book: $(BOOK_HTML)   executed notebooks: $(EXECUTED_DIR)   figures and CSVs: $(BUILD)/figures"
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Benchmarks run alone: spinning threads are fastest there.
 bench: export OMP_WAIT_POLICY = ACTIVE
 bench: $(STAMP)
-	$(PY) -m cellstudy.bench
+	$(PY) tools/bench.py
 
 clean:
 	rm -rf $(BUILD) book/_build

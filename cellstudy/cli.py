@@ -8,35 +8,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-import pandas as pd
-
-from cellstudy import query
-from cellstudy.crops import load_fields
-from cellstudy.fieldstore import FieldStore
+from cellstudy.applications import query
+from cellstudy.data.fieldstore import FieldStore, read_field_table
+from cellstudy.data.images import CHANNEL_LAYOUTS, with_layout
 from cellstudy.files import atomic_path
-from cellstudy.images import CPJUMP1_CHANNELS, DAOY_CHANNELS
-from cellstudy.train import (
+from cellstudy.training.crops import load_fields
+from cellstudy.training.train import (
     METHODS,
-    PROFILES,
-    ExperimentConfig,
+    PRESETS,
     apply_overrides,
-    atomic_write_text,
     load_config,
     train,
 )
 
-CHANNEL_MAPS = {"cpjump1": CPJUMP1_CHANNELS, "daoy": DAOY_CHANNELS}
-"""Named stain -> channel-number maps for ``--channel-map``."""
 QUERIES = {"compound": (query.rank_genes, query.GENE_LIST), "gene": (query.rank_compounds, query.COMPOUND_LIST)}
 """``cellstudy query KIND``: the ranking function and the columns that identify one of its lists."""
-REQUESTED_CONFIG = "requested_config.json"
-"""File in the output folder that :func:`torchrun_train` passes to ``cellstudy train --config``."""
+USER_ERRORS = (OSError, ValueError, KeyError)
+"""What a mistake in the arguments or the input files raises (a missing, unreadable or wrong file, an unknown
+name, a bad option): reported by :func:`main` in one line. Anything else is a bug and keeps its traceback."""
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +37,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         help="pre-train a ViT encoder with MAE or DINO",
         description="Pre-train a ViT on random crops of 5-channel fields; resumes from OUT/checkpoint.pt. "
         "For several GPUs: torchrun --nproc_per_node N -m cellstudy.cli train mae "
-        "--fields-table build/gallery/fields.csv --profile gpu-vit-s16-224 --out build/models/mae",
+        "--fields-table build/gallery/fields.csv --preset gpu-vit-s16-224 --out build/models/mae",
     )
     parser.add_argument("method", choices=METHODS)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -57,10 +48,16 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "each field is read from disk when a crop needs it, so the fields need not fit in memory",
     )
     parser.add_argument("--out", required=True, help="output folder (checkpoint, encoder, metrics log)")
-    parser.add_argument("--config", help='JSON file of options overriding the profile, e.g. {"train": {"steps": 500}}')
-    parser.add_argument("--profile", choices=PROFILES, default="cpu", help="default configuration (default: cpu)")
+    parser.add_argument("--config", help='JSON file of options overriding the preset, e.g. {"train": {"steps": 500}}')
     parser.add_argument(
-        "--channel-map", choices=sorted(CHANNEL_MAPS), default="cpjump1", help="stain layout of the files"
+        "--preset", choices=PRESETS, default="cpu", help="training preset the options start from (default: cpu)"
+    )
+    parser.add_argument(
+        "--channel-map",
+        choices=sorted(CHANNEL_LAYOUTS),
+        default="cpjump1",
+        help="channel layout of the files (default: cpjump1); a field table's channel_layout column, "
+        "where it names one, takes precedence",
     )
     parser.add_argument("--steps", type=int, help="total optimizer steps")
     parser.add_argument("--batch-size", type=int, help="global batch size")
@@ -72,7 +69,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    """Load the config and the fields (into memory, or lazily from a field table), then train."""
+    """Load the config and the fields (into memory, or lazily from a field table), then train.
+
+    ``--channel-map`` is the layout of the listed fields (``--images``) or of the table's rows that name none.
+    """
     options = {
         "steps": args.steps,
         "batch_size": args.batch_size,
@@ -80,48 +80,16 @@ def run_train(args: argparse.Namespace) -> None:
         "device": args.device,
         "num_workers": args.num_workers,
     }
-    config = load_config(args.config, args.method, args.profile)
+    config = load_config(args.config, args.method, args.preset)
     config = apply_overrides(config, {"train": {k: v for k, v in options.items() if v is not None}}, "command line")
     if args.images:
-        fields, names = load_fields(args.images, CHANNEL_MAPS[args.channel_map])
+        fields, names = load_fields(args.images, args.channel_map)
     else:
-        fields = FieldStore(args.fields_table, CHANNEL_MAPS[args.channel_map])
+        fields = FieldStore(with_layout(read_field_table(args.fields_table), args.channel_map))
         names = fields.names
     result = train(config, fields, args.out, names=names, resume=not args.no_resume)
     last = {"step": result.step, "images_per_s": round(result.images_per_s, 2), "last": result.last_metrics}
     print(json.dumps({**last, "out": str(result.out_dir)}))
-
-
-def torchrun_command(
-    method: str, fields_table: str | os.PathLike, out_dir: str | os.PathLike, config_file: str | os.PathLike,
-    n_processes: int, resume: bool = True,
-) -> list[str]:
-    """The command that runs ``cellstudy train`` on a field table in ``n_processes`` processes with ``torchrun``."""
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_processes}",
-        "-m", "cellstudy.cli", "train", method, "--fields-table", str(fields_table), "--out", str(out_dir),
-        "--config", str(config_file), *([] if resume else ["--no-resume"]),
-    ]  # fmt: skip
-
-
-def torchrun_train(
-    config: ExperimentConfig, fields_table: str | os.PathLike, out_dir: str | os.PathLike, n_processes: int,
-    resume: bool = True,
-) -> None:
-    """Pre-train ``config`` on a field table in ``n_processes`` GPU processes: :func:`torchrun_command` as a subprocess.
-
-    The configuration is written to ``<out_dir>/requested_config.json`` (:data:`REQUESTED_CONFIG`) for the
-    command; the model lands in ``out_dir`` as with :func:`cellstudy.train.train`.
-
-    Raises
-    ------
-    subprocess.CalledProcessError
-        The training processes failed (their output went to this process's output).
-    """
-    config_file = Path(out_dir) / REQUESTED_CONFIG
-    config_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(config.to_dict(), indent=2) + "\n", config_file)
-    subprocess.run(torchrun_command(config.method, fields_table, out_dir, config_file, n_processes, resume), check=True)
 
 
 def add_query_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -137,7 +105,10 @@ def add_query_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--profiles", required=True, help="CSV of consensus profiles (Metadata_* columns + features)")
     parser.add_argument("--top", type=int, default=10, help="ranks shown per list (default: 10)")
     parser.add_argument(
-        "--modality", nargs="+", choices=query.GENETIC_MODALITIES, default=list(query.GENETIC_MODALITIES),
+        "--modality",
+        nargs="+",
+        choices=query.GENETIC_MODALITIES,
+        default=list(query.GENETIC_MODALITIES),
         help="genetic modalities (default: crispr orf)",
     )
     parser.add_argument("--cell-type", help="only this cell type (default: all)")
@@ -148,7 +119,7 @@ def add_query_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_query(args: argparse.Namespace) -> None:
     """Rank, optionally write the full table, and print the top of every list."""
     rank, lists = QUERIES[args.kind]
-    results = rank(pd.read_csv(args.profiles), args.name, args.modality, args.cell_type)
+    results = rank(query.read_profiles(args.profiles), args.name, args.modality, args.cell_type)
     if args.out:
         with atomic_path(args.out) as tmp:
             results.to_csv(tmp, index=False)
@@ -164,10 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line: an OS error as ``reason: file``, a KeyError without its quotes."""
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        message = f"{error.strerror}: {error.filename}"
+    elif isinstance(error, KeyError) and error.args:
+        message = str(error.args[0])
+    else:
+        message = str(error)
+    return " ".join(message.split())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``cellstudy`` command."""
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    """Entry point of the ``cellstudy`` command.
+
+    A mistake in the arguments or the input files (:data:`USER_ERRORS`) ends as
+    argparse's own errors do: one line ``cellstudy: error: ...`` on stderr and
+    exit status 2.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as error:
+        parser.exit(2, f"{parser.prog}: error: {_one_line(error)}\n")
 
 
 if __name__ == "__main__":

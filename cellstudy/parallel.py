@@ -12,8 +12,15 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-def map_with_progress(function: Callable[[Item], Result], items: Sequence[Item], n_workers: int, desc: str,
-                      unit: str = "item", progress: bool = True, chunksize: int = 4) -> list[Result]:
+def map_with_progress(
+    function: Callable[[Item], Result],
+    items: Sequence[Item],
+    n_workers: int,
+    desc: str,
+    unit: str = "item",
+    progress: bool = True,
+    chunksize: int = 4,
+) -> list[Result]:
     """``[function(item) for item in items]``, computed by ``n_workers`` processes (in this process if 1).
 
     Results come back in the order of ``items`` whatever the number of workers, so seeded work stays

@@ -1,15 +1,16 @@
 import shutil
 
+import bookcheck
 import numpy as np
 import pytest
 from PIL import Image
 
-from cellstudy import bookcheck
-
 
 def _png(path, value=None):
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8) if value is None else np.full((40, 60, 3), value, np.uint8)
+    pixels = (
+        rng.integers(0, 255, (40, 60, 3), dtype=np.uint8) if value is None else np.full((40, 60, 3), value, np.uint8)
+    )
     Image.fromarray(pixels).save(path)
 
 

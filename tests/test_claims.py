@@ -5,19 +5,27 @@ import itertools
 import numpy as np
 import pytest
 
-from cellstudy import claims
-from cellstudy.claims import INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED
+from cellstudy.applications import claims
+from cellstudy.applications.claims import (
+    INCONCLUSIVE,
+    NOT_SUPPORTED,
+    NOT_TESTABLE,
+    SUPPORTED,
+)
 
 
-@pytest.mark.parametrize(("low", "high", "direction", "expected"), [
-    (0.1, 0.3, 1, SUPPORTED),
-    (-0.3, -0.1, 1, NOT_SUPPORTED),
-    (-0.1, 0.3, 1, INCONCLUSIVE),
-    (0.0, 0.3, 1, INCONCLUSIVE),  # touching zero does not exclude it
-    (-0.3, -0.1, -1, SUPPORTED),
-    (0.1, 0.3, -1, NOT_SUPPORTED),
-    (-0.1, 0.3, -1, INCONCLUSIVE),
-])
+@pytest.mark.parametrize(
+    ("low", "high", "direction", "expected"),
+    [
+        (0.1, 0.3, 1, SUPPORTED),
+        (-0.3, -0.1, 1, NOT_SUPPORTED),
+        (-0.1, 0.3, 1, INCONCLUSIVE),
+        (0.0, 0.3, 1, INCONCLUSIVE),  # touching zero does not exclude it
+        (-0.3, -0.1, -1, SUPPORTED),
+        (0.1, 0.3, -1, NOT_SUPPORTED),
+        (-0.1, 0.3, -1, INCONCLUSIVE),
+    ],
+)
 def test_interval_verdict_reads_which_side_of_zero_the_interval_lies(low, high, direction, expected):
     assert claims.interval_verdict((low + high) / 2, low, high, direction) == expected
 
@@ -36,8 +44,9 @@ def test_interval_verdict_rejects_bad_direction_and_reversed_interval():
         claims.interval_verdict(0.2, 0.3, 0.1)
 
 
-@pytest.mark.parametrize(("p_value", "expected"), [(0.01, SUPPORTED), (0.05, INCONCLUSIVE), (0.9, INCONCLUSIVE),
-                                                   (np.nan, NOT_TESTABLE)])
+@pytest.mark.parametrize(
+    ("p_value", "expected"), [(0.01, SUPPORTED), (0.05, INCONCLUSIVE), (0.9, INCONCLUSIVE), (np.nan, NOT_TESTABLE)]
+)
 def test_p_value_verdict_is_one_sided(p_value, expected):
     assert claims.p_value_verdict(p_value) == expected
 
@@ -53,14 +62,17 @@ def test_outcome_verdict():
     assert [claims.outcome_verdict(v) for v in (True, False, None)] == [SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE]
 
 
-@pytest.mark.parametrize(("verdicts", "expected"), [
-    ([SUPPORTED, SUPPORTED, NOT_TESTABLE], SUPPORTED),
-    ([NOT_SUPPORTED, NOT_TESTABLE], NOT_SUPPORTED),
-    ([SUPPORTED, NOT_SUPPORTED], INCONCLUSIVE),
-    ([SUPPORTED, INCONCLUSIVE], INCONCLUSIVE),
-    ([NOT_TESTABLE, NOT_TESTABLE], NOT_TESTABLE),
-    ([], NOT_TESTABLE),
-])
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [
+        ([SUPPORTED, SUPPORTED, NOT_TESTABLE], SUPPORTED),
+        ([NOT_SUPPORTED, NOT_TESTABLE], NOT_SUPPORTED),
+        ([SUPPORTED, NOT_SUPPORTED], INCONCLUSIVE),
+        ([SUPPORTED, INCONCLUSIVE], INCONCLUSIVE),
+        ([NOT_TESTABLE, NOT_TESTABLE], NOT_TESTABLE),
+        ([], NOT_TESTABLE),
+    ],
+)
 def test_combined_verdict_needs_agreement_among_the_testable(verdicts, expected):
     assert claims.combine_verdicts(verdicts) == expected
 

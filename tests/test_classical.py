@@ -1,4 +1,4 @@
-"""Tests for cellstudy.classical on planted label images, planted fields and a real CPJUMP1 field."""
+"""Tests for cellstudy.features.classical on planted label images, planted fields and a real CPJUMP1 field."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cellstudy import classical, images, segmentation
-from cellstudy.data import data_root
-from cellstudy.images import CHANNELS
+from cellstudy.data import images
+from cellstudy.data.images import CHANNELS
+from cellstudy.data.sources import data_root
+from cellstudy.features import classical, segmentation
 
 IMAGES = data_root() / "cpjump1" / "images"
 needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason="CPJUMP1 sample images not available")
@@ -88,8 +89,12 @@ def test_areas_and_mean_intensities_match_numpy():
         assert table.loc[label, "Nuclei_AreaShape_Area"] == np.sum(nuclei == label)
         for index, channel in enumerate(CHANNELS):
             plane = image[index] / 65535
-            assert table.loc[label, f"Cells_Intensity_MeanIntensity_{channel}"] == pytest.approx(plane[cells == label].mean(), rel=1e-9)
-            assert table.loc[label, f"Nuclei_Intensity_MeanIntensity_{channel}"] == pytest.approx(plane[nuclei == label].mean(), rel=1e-9)
+            assert table.loc[label, f"Cells_Intensity_MeanIntensity_{channel}"] == pytest.approx(
+                plane[cells == label].mean(), rel=1e-9
+            )
+            assert table.loc[label, f"Nuclei_Intensity_MeanIntensity_{channel}"] == pytest.approx(
+                plane[nuclei == label].mean(), rel=1e-9
+            )
     for label in (2, 5):
         assert table.loc[label, "Cytoplasm_AreaShape_Area"] == np.sum(cytoplasm == label)
         expected = (image[CHANNELS.index("ER")] / 65535)[cytoplasm == label].mean()
@@ -166,7 +171,9 @@ def test_well_profile_is_the_median_over_cells():
     profile = classical.well_profile(objects, n_fields=2)
     assert profile["Metadata_Count_Cells"] == 7 and profile["Image_Count_Cells"] == 3.5
     np.testing.assert_allclose(profile[objects.columns], np.nanmedian(objects.to_numpy(), axis=0))
-    np.testing.assert_allclose(classical.well_profile(objects, agg="mean")[objects.columns], np.nanmean(objects.to_numpy(), axis=0))
+    np.testing.assert_allclose(
+        classical.well_profile(objects, agg="mean")[objects.columns], np.nanmean(objects.to_numpy(), axis=0)
+    )
     with pytest.raises(ValueError, match="agg"):
         classical.well_profile(objects, agg="max")
 
@@ -211,8 +218,16 @@ def field_table(tmp_path_factory) -> pd.DataFrame:
     ):
         image = planted_field(seed, n_cells=0 if well == "C03" else 3 + seed)
         images.write_field(root / plate, well, field, image)
-        rows.append({"folder": str(root / plate), "well": well, "field": field,
-                     "Metadata_Plate": plate, "Metadata_Well": well, "Metadata_row": images.parse_well(well)[0]})
+        rows.append(
+            {
+                "folder": str(root / plate),
+                "well": well,
+                "field": field,
+                "Metadata_Plate": plate,
+                "Metadata_Well": well,
+                "Metadata_row": images.parse_well(well)[0],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -220,9 +235,19 @@ def test_profile_fields_one_row_per_well_with_counts(field_table):
     with pytest.warns(UserWarning, match="C03"):
         profiles = classical.profile_fields(field_table, n_workers=1, progress=False)
     assert profiles[["Metadata_Plate", "Metadata_Well"]].values.tolist() == [
-        ["P1", "A01"], ["P1", "B02"], ["P2", "A01"], ["P2", "C03"], ["P1", "D04"]]
+        ["P1", "A01"],
+        ["P1", "B02"],
+        ["P2", "A01"],
+        ["P2", "C03"],
+        ["P1", "D04"],
+    ]
     assert profiles.columns.tolist() == [
-        "Metadata_Plate", "Metadata_Well", "Metadata_row", *classical.COUNT_COLUMNS, *classical.feature_names()]
+        "Metadata_Plate",
+        "Metadata_Well",
+        "Metadata_row",
+        *classical.COUNT_COLUMNS,
+        *classical.feature_names(),
+    ]
     assert profiles["Metadata_row"].dtype == field_table["Metadata_row"].dtype
     assert profiles["Metadata_Count_Cells"].tolist() == [3 + 4, 5, 6, 0, 8]
     assert profiles["Image_Count_Cells"].tolist() == [3.5, 5, 6, 0, 8]
@@ -230,7 +255,9 @@ def test_profile_fields_one_row_per_well_with_counts(field_table):
     assert profiles.loc[empty, classical.feature_names()].isna().all(axis=None)
     assert profiles.loc[~empty, classical.feature_names()].notna().all(axis=None)
     first = field_table.iloc[[0, 1]]
-    cells = pd.concat([classical.measure_field(images.read_field(row.folder, row.well, row.field)) for row in first.itertuples()])
+    cells = pd.concat(
+        [classical.measure_field(images.read_field(row.folder, row.well, row.field)) for row in first.itertuples()]
+    )
     np.testing.assert_allclose(profiles.loc[0, classical.feature_names()].astype(float), cells.median())
 
 
@@ -240,6 +267,21 @@ def test_profile_fields_does_not_depend_on_workers(field_table):
         serial = classical.profile_fields(field_table, n_workers=1, progress=False)
         parallel = classical.profile_fields(field_table, n_workers=2, progress=False)
     pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_profile_fields_reads_each_field_in_its_channel_layout(field_table, tmp_path):
+    well = field_table.iloc[[0, 1]]  # P1 A01, two fields
+    for row in well.itertuples():
+        images.write_field(
+            tmp_path, row.well, row.field, images.read_field(row.folder, row.well, row.field), images.DAOY_CHANNELS
+        )
+    daoy = well.assign(folder=str(tmp_path), **{images.LAYOUT: "daoy"})
+    pd.testing.assert_frame_equal(
+        classical.profile_fields(daoy, n_workers=1, progress=False),
+        classical.profile_fields(well, n_workers=1, progress=False),
+    )
+    with pytest.raises(ValueError, match="'cp9'"):
+        classical.profile_fields(daoy.assign(**{images.LAYOUT: "cp9"}), progress=False)
 
 
 def test_profile_fields_names_bad_tables(field_table):

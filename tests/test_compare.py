@@ -2,16 +2,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy import compare
+from cellstudy.evaluation import compare
 
 
 def results_for(method, maps, retrieved, modality="compound"):
     n = len(maps)
-    return pd.DataFrame({"method": method, "task": "replicate_retrieval", "Metadata_cell_type": "U2OS",
-                         "Metadata_modality": modality, "Metadata_timepoint": 48,
-                         "Metadata_genetic_modality": pd.NA, "Metadata_genetic_timepoint": pd.NA,
-                         "Metadata_broad_sample": [f"p{i}" for i in range(n)],
-                         "mean_average_precision": maps, "retrieved": retrieved})
+    return pd.DataFrame(
+        {
+            "method": method,
+            "task": "replicate_retrieval",
+            "Metadata_cell_type": "U2OS",
+            "Metadata_modality": modality,
+            "Metadata_timepoint": 48,
+            "Metadata_genetic_modality": pd.NA,
+            "Metadata_genetic_timepoint": pd.NA,
+            "Metadata_broad_sample": [f"p{i}" for i in range(n)],
+            "mean_average_precision": maps,
+            "retrieved": retrieved,
+        }
+    )
 
 
 def test_summary_fraction_and_map_with_intervals():
@@ -40,11 +49,23 @@ def genetic_consensus(orf_weight, seed=0, n_genes=30, n_features=40):
     rows, values = [], []
     for gene, direction in enumerate(directions):
         for guide in range(2):
-            rows.append({"Metadata_modality": "crispr", "Metadata_timepoint": 144,
-                         "Metadata_broad_sample": f"g{gene}_{guide}", "Metadata_gene": f"G{gene}"})
+            rows.append(
+                {
+                    "Metadata_modality": "crispr",
+                    "Metadata_timepoint": 144,
+                    "Metadata_broad_sample": f"g{gene}_{guide}",
+                    "Metadata_gene": f"G{gene}",
+                }
+            )
             values.append(direction + 0.5 * rng.normal(size=n_features))
-        rows.append({"Metadata_modality": "orf", "Metadata_timepoint": 96,
-                     "Metadata_broad_sample": f"orf{gene}", "Metadata_gene": f"G{gene}"})
+        rows.append(
+            {
+                "Metadata_modality": "orf",
+                "Metadata_timepoint": 96,
+                "Metadata_broad_sample": f"orf{gene}",
+                "Metadata_gene": f"G{gene}",
+            }
+        )
         values.append(orf_weight * direction + rng.normal(size=n_features))
     metadata = pd.DataFrame(rows).assign(Metadata_cell_type="U2OS", Metadata_negcon=False)
     return pd.concat([metadata, pd.DataFrame(values, columns=[f"f{i}" for i in range(n_features)])], axis=1)
@@ -66,37 +87,125 @@ def test_crispr_orf_similarity_finds_nothing_without_a_relation():
 
 
 def condition_rows(task, modality, timepoint, genetic=None, genetic_timepoint=None, **values):
-    return {"task": task, "Metadata_cell_type": "U2OS", "Metadata_modality": modality,
-            "Metadata_timepoint": timepoint, "Metadata_genetic_modality": genetic,
-            "Metadata_genetic_timepoint": genetic_timepoint, **values}
+    return {
+        "task": task,
+        "Metadata_cell_type": "U2OS",
+        "Metadata_modality": modality,
+        "Metadata_timepoint": timepoint,
+        "Metadata_genetic_modality": genetic,
+        "Metadata_genetic_timepoint": genetic_timepoint,
+        **values,
+    }
 
 
 def test_task_label_names_the_genetic_side_of_compound_gene_rows_only():
-    frame = pd.DataFrame([condition_rows("replicate_retrieval", "orf", 96),
-                          condition_rows("compound_gene_matching", "compound", 48, "crispr", 144)])
-    assert compare.task_label(frame).tolist() == ["replicate_retrieval / orf", "compound_gene_matching / compound–crispr"]
+    frame = pd.DataFrame(
+        [
+            condition_rows("replicate_retrieval", "orf", 96),
+            condition_rows("compound_gene_matching", "compound", 48, "crispr", 144),
+        ]
+    )
+    assert compare.task_label(frame).tolist() == [
+        "replicate_retrieval / orf",
+        "compound_gene_matching / compound–crispr",
+    ]
     assert compare.task_label(frame.drop(columns="Metadata_genetic_modality"))[1] == "compound_gene_matching / compound"
 
 
 def test_paper_reference_takes_the_same_condition_and_the_range_over_all():
-    paper = pd.DataFrame([
-        condition_rows("replicate_retrieval", "orf", 96, fraction_retrieved=0.2),
-        condition_rows("replicate_retrieval", "orf", 48, fraction_retrieved=0.4),
-        condition_rows("compound_gene_matching", "compound", 48, "crispr", 144, fraction_retrieved=0.03),
-        condition_rows("compound_gene_matching", "compound", 48, "crispr", 96, fraction_retrieved=0.01),
-        condition_rows("sister_matching", "compound", 48, fraction_retrieved=0.25),
-    ])
+    paper = pd.DataFrame(
+        [
+            condition_rows("replicate_retrieval", "orf", 96, fraction_retrieved=0.2),
+            condition_rows("replicate_retrieval", "orf", 48, fraction_retrieved=0.4),
+            condition_rows("compound_gene_matching", "compound", 48, "crispr", 144, fraction_retrieved=0.03),
+            condition_rows("compound_gene_matching", "compound", 48, "crispr", 96, fraction_retrieved=0.01),
+            condition_rows("sister_matching", "compound", 48, fraction_retrieved=0.25),
+        ]
+    )
     paper["Metadata_genetic_timepoint"] = paper["Metadata_genetic_timepoint"].astype("Int64")
-    results = pd.DataFrame([  # as read back from a CSV: time points as floats, NaN for missing
-        condition_rows("replicate_retrieval", "orf", 96.0, np.nan, np.nan, method="dino"),
-        condition_rows("replicate_retrieval", "orf", 96.0, np.nan, np.nan, method="mae"),
-        condition_rows("compound_gene_matching", "compound", 48.0, "crispr", 144.0, method="dino"),
-        condition_rows("compound_gene_matching", "compound", 48.0, "orf", 96.0, method="dino"),
-    ])
+    results = pd.DataFrame(
+        [  # as read back from a CSV: time points as floats, NaN for missing
+            condition_rows("replicate_retrieval", "orf", 96.0, np.nan, np.nan, method="dino"),
+            condition_rows("replicate_retrieval", "orf", 96.0, np.nan, np.nan, method="mae"),
+            condition_rows("compound_gene_matching", "compound", 48.0, "crispr", 144.0, method="dino"),
+            condition_rows("compound_gene_matching", "compound", 48.0, "orf", 96.0, method="dino"),
+        ]
+    )
     reference = compare.paper_reference(results, paper)
     table = reference.set_index(compare.task_label(reference))
     assert len(table) == 3
-    assert table.loc["replicate_retrieval / orf", ["paper_same_condition", "paper_min", "paper_max"]].tolist() == [0.2, 0.2, 0.4]
+    assert table.loc["replicate_retrieval / orf", ["paper_same_condition", "paper_min", "paper_max"]].tolist() == [
+        0.2,
+        0.2,
+        0.4,
+    ]
     assert table.loc["compound_gene_matching / compound–crispr", "paper_same_condition"] == 0.03
     assert table.loc["compound_gene_matching / compound–crispr", "paper_min"] == 0.01
     assert table.loc["compound_gene_matching / compound–orf"].drop(compare.TASK_COLUMNS).isna().all()
+
+
+def test_verdicts_use_benjamini_hochberg_by_hand():
+    # BH by hand for p = 0.01, 0.04, 0.03, 0.5 (m = 4): sorted 0.01*4/1 = 0.04; 0.03*4/2 = 0.06; 0.04*4/3 = 0.0533 -> 0.0533
+    # (min over larger ranks: 0.06 -> min(0.06, 0.0533) = 0.0533); 0.5*4/4 = 0.5
+    paired = pd.DataFrame({"wilcoxon_p_value": [0.01, 0.04, 0.03, 0.5], "mean_difference": [0.2, -0.1, -0.3, 0.4]})
+    judged = compare.with_verdicts(paired)
+    np.testing.assert_allclose(judged["corrected_p_value"], [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
+    assert judged["verdict"].tolist() == [
+        "a better",
+        "no significant difference",
+        "no significant difference",
+        "no significant difference",
+    ]
+    assert compare.with_verdicts(paired, significance=0.06)["verdict"].tolist()[:3] == [
+        "a better",
+        "b better",
+        "b better",
+    ]
+    missing = compare.with_verdicts(pd.DataFrame({"wilcoxon_p_value": [np.nan], "mean_difference": [1.0]}))
+    assert missing["corrected_p_value"].item() == 1.0 and missing["verdict"].item() == "no significant difference"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0.9, 0.5, 0.1], True),
+        ([0.5, 0.5, 0.1], True),
+        ([0.5, 0.5, 0.5], False),
+        ([0.0, 0.0, 0.0], False),
+        ([0.1, 0.5, 0.0], False),
+        ([0.9, np.nan, 0.1], "not testable"),
+    ],
+)
+def test_ordered_chains(values, expected):
+    assert compare.ordered(pd.Series(values)) == expected
+
+
+def test_task_and_modality_order_per_method():
+    rows = []
+    for method, (replicate, sister, gene) in {"good": (1.0, 0.0, 0.0), "flat": (0.0, 0.0, 0.0)}.items():
+        for modality, retrieved in (("compound", replicate), ("crispr", replicate), ("orf", 0.0)):
+            rows.append(
+                {
+                    "method": method,
+                    "task": "replicate_retrieval",
+                    "Metadata_modality": modality,
+                    "retrieved": bool(retrieved),
+                    "mean_average_precision": retrieved,
+                }
+            )
+        rows += [
+            {
+                "method": method,
+                "task": task,
+                "Metadata_modality": "compound",
+                "retrieved": bool(value),
+                "mean_average_precision": value,
+            }
+            for task, value in (("sister_matching", sister), ("compound_gene_matching", gene))
+        ]
+    results = pd.DataFrame(rows).assign(Metadata_cell_type="U2OS", Metadata_timepoint=48)
+    order = compare.task_and_modality_order(results)
+    assert order.loc["good", "tasks harder along the chain"] == True  # noqa: E712 (numpy's bool)
+    assert order.loc["good", "compound ≥ CRISPR ≥ ORF"] == True  # noqa: E712
+    assert order.loc["flat", "tasks harder along the chain"] == False  # noqa: E712
+    assert order.loc["good", "replicate_retrieval"] == pytest.approx(2 / 3)

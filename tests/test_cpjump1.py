@@ -1,4 +1,4 @@
-"""Tests for cellstudy.cpjump1: the real design files parsed independently, and a planted design."""
+"""Tests for cellstudy.data.cpjump1: the real design files parsed independently, and a planted design."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cellstudy import cpjump1
+from cellstudy.data import cpjump1
 
 METADATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cpjump1" / "metadata"
 needs_shared = pytest.mark.skipif(not (METADATA / "experiment-metadata.tsv").is_file(), reason="shared data absent")
@@ -275,10 +275,40 @@ def test_planted_design_gives_the_expected_well_table(planted):
     got = [tuple(None if pd.isna(v) else v for v in row) for row in table.itertuples(index=False)]
     assert got == [
         ("P1", "A01", 1, 1, "compound", "U2OS", 24, "BRD-1", "aaa", "trt", None, False, None, "G1|G9", "moa one"),
-        ("P1", "A02", 1, 2, "compound", "U2OS", 24, "DMSO", "DMSO", "control", "negcon", True, None, None,
-         "control vehicle"),
-        ("P1", "B01", 2, 1, "compound", "U2OS", 24, "BRD-2", "bbb", "control", "poscon_cp", False, None, "G2",
-         "moa two"),
+        (
+            "P1",
+            "A02",
+            1,
+            2,
+            "compound",
+            "U2OS",
+            24,
+            "DMSO",
+            "DMSO",
+            "control",
+            "negcon",
+            True,
+            None,
+            None,
+            "control vehicle",
+        ),
+        (
+            "P1",
+            "B01",
+            2,
+            1,
+            "compound",
+            "U2OS",
+            24,
+            "BRD-2",
+            "bbb",
+            "control",
+            "poscon_cp",
+            False,
+            None,
+            "G2",
+            "moa two",
+        ),
         ("P2", "A01", 1, 1, "crispr", "A549", 144, "g1a", "g1a", "trt", None, False, "G1", "G1", None),
         ("P2", "A02", 1, 2, "crispr", "A549", 144, "g1b", "g1b", "trt", None, False, "G1", "G1", None),
         ("P2", "B01", 2, 1, "crispr", "A549", 144, "nt", "nt", "control", "negcon", True, None, None, None),

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.crops: cell-content filter, crop sampling, statistics, normalisation, augmentation."""
+"""Tests for cellstudy.training.crops: cell-content filter, crop sampling, statistics, normalisation, augmentation."""
 
 import tracemalloc
 from collections.abc import Sequence
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from skimage.filters import threshold_otsu
 
-from cellstudy.crops import (
+from cellstudy.data.images import DAOY_CHANNELS, write_field
+from cellstudy.training.crops import (
     ChannelStats,
     CropConfig,
     CropDataset,
@@ -20,7 +21,6 @@ from cellstudy.crops import (
     normalise,
     sample_position,
 )
-from cellstudy.images import write_field
 
 IDENTITY = ChannelStats(mean=[0.0] * 5, std=[1.0] * 5, scale=[1.0] * 5, transform="raw")
 """Statistics under which normalise() returns raw intensities unchanged."""
@@ -133,8 +133,9 @@ def test_channel_stats_from_a_seeded_subsample_approach_the_full_statistics():
 def test_channel_stats_percentile_uses_an_even_share_of_percentile_pixels():
     fields = [np.full((5, 8, 8), value, dtype=np.uint16) for value in (10, 20)]
     assert compute_channel_stats(fields, "raw").scale == [20.0] * 5
-    np.testing.assert_allclose(compute_channel_stats(fields, "raw", percentile_pixels=2).scale,
-                               np.percentile([10.0, 20.0], 99.9))
+    np.testing.assert_allclose(
+        compute_channel_stats(fields, "raw", percentile_pixels=2).scale, np.percentile([10.0, 20.0], 99.9)
+    )
 
 
 class LazyFields(Sequence):
@@ -180,7 +181,8 @@ def test_channel_stats_of_a_large_screen_read_a_seeded_sample_of_fields():
     read.clear()
     assert compute_channel_stats(fields, "raw", pixels_per_field=256, max_fields=7, seed=2) == stats
     assert compute_channel_stats(fields, "raw", pixels_per_field=256, max_fields=40) == compute_channel_stats(
-        fields, "raw", pixels_per_field=256, max_fields=None)
+        fields, "raw", pixels_per_field=256, max_fields=None
+    )
 
 
 def test_constant_channel_is_rejected():
@@ -252,3 +254,12 @@ def test_load_fields_reads_nested_folders(tmp_path):
     assert np.array_equal(fields[0], first) and np.array_equal(fields[1], second)
     with pytest.raises(FileNotFoundError, match="no Phenix-named field images"):
         load_fields(tmp_path / "DMSO" / "missing")
+
+
+def test_load_fields_reads_the_given_layout(tmp_path):
+    image = blob_field(32, seed=3)
+    write_field(tmp_path / "DAOY", "B02", 1, image, DAOY_CHANNELS)
+    fields, names = load_fields(tmp_path, "daoy")
+    assert [field.tobytes() for field in fields] == [image.tobytes()] and names[0].endswith("DAOY/B02/f01")
+    with pytest.raises(ValueError, match=r"unknown channel layout 'cp9'; known layouts: \['cpjump1', 'daoy'\]"):
+        load_fields(tmp_path, "cp9")

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.embed: tiling, cell filter, batching, per-well means, baselines, determinism."""
+"""Tests for cellstudy.profiling.embed: tiling, cell filter, batching, per-well means, baselines, determinism."""
 
 import dataclasses
 
@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cellstudy import embed
-from cellstudy.crops import CropConfig, cell_threshold, normalise
-from cellstudy.images import CHANNELS, write_field
+from cellstudy.columns import N_TILES
+from cellstudy.data.images import CHANNELS, DAOY_CHANNELS, LAYOUT, list_fields, read_field, write_field
 from cellstudy.models.vit import EncoderConfig
-from cellstudy.train import (
+from cellstudy.profiling import embed
+from cellstudy.training.crops import CropConfig, cell_threshold, normalise
+from cellstudy.training.train import (
     apply_overrides,
     build_model,
     default_config,
@@ -41,12 +42,15 @@ def planted_field(cell_tiles: list[tuple[int, int]], shape: tuple[int, int] = (9
 def encoder_path(tmp_path_factory):
     """encoder.pt of a one-block ViT trained for one MAE step on synthetic fields."""
     out = tmp_path_factory.mktemp("mae")
-    config = apply_overrides(default_config("mae"), {
-        "encoder": {"depth": 1, "img_size": SIZE},
-        "crops": {"global_size": SIZE, "region_size": SIZE},
-        "train": {"steps": 1, "batch_size": 2, "warmup_steps": 0, "device": "cpu"},
-        "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
-    })
+    config = apply_overrides(
+        default_config("mae"),
+        {
+            "encoder": {"depth": 1, "img_size": SIZE},
+            "crops": {"global_size": SIZE, "region_size": SIZE},
+            "train": {"steps": 1, "batch_size": 2, "warmup_steps": 0, "device": "cpu"},
+            "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
+        },
+    )
     fields = [planted_field([(0, 0), (1, 2), (2, 3)], seed=seed) for seed in range(2)]
     train(config, fields, out, progress=False)
     return out / "encoder.pt"
@@ -56,13 +60,18 @@ def encoder_path(tmp_path_factory):
 def field_table(tmp_path_factory):
     """Two plates, three wells, one or two fields per well, written as Phenix TIFFs."""
     root = tmp_path_factory.mktemp("screen")
-    layout = [("P1", "A01", 1, [(0, 0), (1, 1)]), ("P1", "A01", 2, [(2, 3)]),
-              ("P1", "B02", 1, [(0, 1), (0, 2), (1, 3), (2, 0)]), ("P2", "A01", 1, [(1, 2)])]
+    layout = [
+        ("P1", "A01", 1, [(0, 0), (1, 1)]),
+        ("P1", "A01", 2, [(2, 3)]),
+        ("P1", "B02", 1, [(0, 1), (0, 2), (1, 3), (2, 0)]),
+        ("P2", "A01", 1, [(1, 2)]),
+    ]
     rows = []
     for index, (plate, well, field, cells) in enumerate(layout):
         write_field(root / plate, well, field, planted_field(cells, seed=index))
-        rows.append({"Metadata_Plate": plate, "Metadata_Well": well, "folder": str(root / plate), "well": well,
-                     "field": field})
+        rows.append(
+            {"Metadata_Plate": plate, "Metadata_Well": well, "folder": str(root / plate), "well": well, "field": field}
+        )
     return pd.DataFrame(rows)
 
 
@@ -164,10 +173,11 @@ def test_well_profile_is_the_numpy_mean_of_its_tiles(encoder_path, field_table):
     for _, well in wells.iterrows():
         key = ["Metadata_Plate", "Metadata_Well"]
         mine = tiles[(tiles[key] == well[key]).all(axis=1)]
-        assert well[embed.TILE_COUNT] == len(mine)
-        np.testing.assert_allclose(well[columns].to_numpy(float), np.mean(mine[columns].to_numpy(), axis=0),
-                                   rtol=1e-5, atol=1e-7)
-    assert wells[embed.TILE_COUNT].tolist() == [3, 4, 1]
+        assert well[N_TILES] == len(mine)
+        np.testing.assert_allclose(
+            well[columns].to_numpy(float), np.mean(mine[columns].to_numpy(), axis=0), rtol=1e-5, atol=1e-7
+        )
+    assert wells[N_TILES].tolist() == [3, 4, 1]
 
 
 def test_batch_size_does_not_change_embeddings_and_runs_repeat_exactly(encoder_path, field_table):
@@ -182,11 +192,13 @@ def test_batch_size_does_not_change_embeddings_and_runs_repeat_exactly(encoder_p
 def test_pooling_defaults_follow_the_method(encoder_path, field_table):
     model = load_encoder(encoder_path)
     assert model.method == "mae"
-    pd.testing.assert_frame_equal(embed.embed(model, field_table, progress=False),
-                                  embed.embed(model, field_table, pooling="mean", progress=False))
+    pd.testing.assert_frame_equal(
+        embed.embed(model, field_table, progress=False), embed.embed(model, field_table, pooling="mean", progress=False)
+    )
     dino = model._replace(method="dino")
-    pd.testing.assert_frame_equal(embed.embed(dino, field_table, progress=False),
-                                  embed.embed(model, field_table, pooling="cls", progress=False))
+    pd.testing.assert_frame_equal(
+        embed.embed(dino, field_table, progress=False), embed.embed(model, field_table, pooling="cls", progress=False)
+    )
     with pytest.raises(ValueError, match="pooling"):
         embed.embed(model, field_table, pooling="max")
 
@@ -228,11 +240,14 @@ def test_random_init_with_the_training_seed_is_the_pretrained_encoders_starting_
 def test_pixel_profiles_are_per_well_means_of_tile_statistics(encoder_path, field_table):
     model = load_encoder(encoder_path)
     wells = embed.pixel_profiles(field_table, model.stats, model.crops, percentiles=(50.0,), progress=False)
-    tiles = embed.pixel_profiles(field_table, model.stats, model.crops, percentiles=(50.0,), per_tile=True,
-                                 progress=False)
+    tiles = embed.pixel_profiles(
+        field_table, model.stats, model.crops, percentiles=(50.0,), per_tile=True, progress=False
+    )
     assert [c for c in wells.columns if c.startswith("pix_")][:3] == ["pix_DNA_mean", "pix_DNA_std", "pix_DNA_p50"]
-    np.testing.assert_allclose(wells.iloc[2].filter(like="pix_").to_numpy(float),
-                               tiles[tiles["Metadata_Plate"] == "P2"].filter(like="pix_").to_numpy().mean(axis=0))
+    np.testing.assert_allclose(
+        wells.iloc[2].filter(like="pix_").to_numpy(float),
+        tiles[tiles["Metadata_Plate"] == "P2"].filter(like="pix_").to_numpy().mean(axis=0),
+    )
 
 
 def test_bad_tables_are_named(encoder_path, field_table):
@@ -245,10 +260,13 @@ def test_bad_tables_are_named(encoder_path, field_table):
 
 def test_combined_featurisers_give_the_same_tables_as_separate_runs(encoder_path, field_table):
     model = load_encoder(encoder_path)
-    featurisers = {"enc": embed.encoder_featuriser(model.encoder, "cls"),
-                   "pix": embed.pixel_statistics_featuriser(percentiles=(50.0,))}
-    combined = embed.embed_fields(field_table, embed.combine_featurisers(featurisers), model.stats, model.crops,
-                                  batch_size=5, progress=False)
+    featurisers = {
+        "enc": embed.encoder_featuriser(model.encoder, "cls"),
+        "pix": embed.pixel_statistics_featuriser(percentiles=(50.0,)),
+    }
+    combined = embed.embed_fields(
+        field_table, embed.combine_featurisers(featurisers), model.stats, model.crops, batch_size=5, progress=False
+    )
     split = embed.split_features(combined, ["enc", "pix"])
     for name, featuriser in featurisers.items():
         alone = embed.embed_fields(field_table, featuriser, model.stats, model.crops, batch_size=5, progress=False)
@@ -260,3 +278,21 @@ def test_read_fields_reads_every_row_in_order(field_table):
     assert len(images) == len(field_table) and images[0].shape == (5, 96, 128)
     np.testing.assert_array_equal(images[-1], planted_field([(0, 0), (1, 1)], seed=0))
     assert names[-1].endswith("P1/A01/f01")
+
+
+def test_fields_are_read_and_embedded_in_each_rows_channel_layout(tmp_path, encoder_path, field_table):
+    plate = field_table[field_table["Metadata_Plate"] == "P1"].reset_index(drop=True)
+    written = [read_field(row.folder, row.well, row.field) for row in plate.itertuples()]
+    for row, image in zip(plate.itertuples(), written):
+        write_field(tmp_path, row.well, row.field, image, DAOY_CHANNELS)
+    daoy = list_fields(tmp_path, "daoy")  # sorted by well and field: the plate's order
+    images, _ = embed.read_fields(pd.concat([plate, daoy], ignore_index=True), progress=False)  # P1 rows: CPJUMP1
+    assert [image.tobytes() for image in images] == [image.tobytes() for image in written * 2]
+    model = load_encoder(encoder_path)
+    tiles = [
+        embed.pixel_profiles(table, model.stats, model.crops, per_tile=True, progress=False).filter(like="pix_")
+        for table in (plate, daoy)
+    ]
+    pd.testing.assert_frame_equal(*tiles)
+    with pytest.raises(ValueError, match=r"unknown channel layout 'cp9'; known layouts: \['cpjump1', 'daoy'\]"):
+        embed.read_fields(daoy.assign(**{LAYOUT: "cp9"}), progress=False)

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.fieldstore: field tables on disk, and fields read on demand for training."""
+"""Tests for cellstudy.data.fieldstore: field tables on disk, and fields read on demand for training."""
 
 import pickle
 import shutil
@@ -7,10 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy import fieldstore
-from cellstudy.crops import ChannelStats, CropConfig, CropDataset, compute_channel_stats
-from cellstudy.fieldstore import FieldStore, read_field_table, write_field_table
-from cellstudy.images import read_field, write_field
+from cellstudy.data import fieldstore
+from cellstudy.data.fieldstore import FieldStore, read_field_table, write_field_table
+from cellstudy.data.images import CPJUMP1_CHANNELS, DAOY_CHANNELS, LAYOUT, list_fields, read_field, write_field
+from cellstudy.training.crops import (
+    ChannelStats,
+    CropConfig,
+    CropDataset,
+    compute_channel_stats,
+)
 
 SHAPES = {("P1", "A01", 1): (64, 80), ("P1", "A01", 2): (72, 64), ("P2", "D14", 1): (64, 64)}
 """(plate, well, field) -> (H, W) of the planted fields."""
@@ -71,10 +76,42 @@ def test_store_items_are_the_fields_read_from_disk(tmp_path, screen):
         store[len(images)]
     with pytest.raises(TypeError):
         store[0:2]
-    assert store.names == [f"{folder}/{well}/f{field:02d}" for folder, well, field in table[["folder", "well", "field"]]
-                           .itertuples(index=False)]
+    assert store.names == [
+        f"{folder}/{well}/f{field:02d}"
+        for folder, well, field in table[["folder", "well", "field"]].itertuples(index=False)
+    ]
     restored = pickle.loads(pickle.dumps(store))  # as DataLoader workers receive it
     assert np.array_equal(restored[1], images[1])
+
+
+def test_store_reads_each_row_in_its_channel_layout(tmp_path, screen):
+    table, images = screen
+    for (well, field), image in zip(table[["well", "field"]].itertuples(index=False), images):
+        write_field(tmp_path / "daoy", well, field, image, DAOY_CHANNELS)
+    daoy = list_fields(tmp_path / "daoy", "daoy")  # sorted by well and field: the screen's order
+    path = write_field_table(pd.concat([table, daoy], ignore_index=True), tmp_path / "fields.csv")
+    assert read_field_table(path)[LAYOUT].tolist()[len(table) :] == ["daoy"] * len(table)
+    store = FieldStore(path, progress=False)  # the screen's rows name no layout: CPJUMP1
+    assert [item.tobytes() for item in store] == [image.tobytes() for image in images * 2]
+    assert store.shapes == [image.shape for image in images * 2]
+    with pytest.raises(FileNotFoundError, match="r01c01f01p01-ch1"):  # read as CPJUMP1, the DAOY files lack ch1
+        FieldStore(daoy.drop(columns=LAYOUT), progress=False)[0]
+
+
+def test_table_without_a_layout_reads_as_cpjump1(screen):
+    table, images = screen
+    store = FieldStore(table, progress=False)
+    assert LAYOUT not in table.columns and store.channel_maps == [CPJUMP1_CHANNELS] * len(table)
+    assert [store[index].tobytes() for index in range(len(store))] == [
+        read_field(folder, well, field, CPJUMP1_CHANNELS).tobytes()
+        for folder, well, field in table[["folder", "well", "field"]].itertuples(index=False)
+    ]
+
+
+def test_unknown_layout_is_named(screen):
+    table, _ = screen
+    with pytest.raises(ValueError, match=r"unknown channel layout 'cp9'; known layouts: \['cpjump1', 'daoy'\]"):
+        FieldStore(table.assign(**{LAYOUT: ["cpjump1", "cp9", None]}), progress=False)
 
 
 def test_shapes_come_from_headers_without_reading_pixels(screen, monkeypatch):
@@ -118,12 +155,17 @@ def test_crop_dataset_checks_a_store_from_its_shapes(screen, monkeypatch):
     table, _ = screen
     store, reads = counting_store(table, monkeypatch)
     with pytest.raises(ValueError, match=r"P1/A01/f01: expected a \(C, H, W\) field at least 72 px"):
-        CropDataset(store, CropConfig(global_size=64, region_size=72), ChannelStats([0.0] * 5, [1.0] * 5, [1.0] * 5),
-                    names=store.names)
+        CropDataset(
+            store,
+            CropConfig(global_size=64, region_size=72),
+            ChannelStats([0.0] * 5, [1.0] * 5, [1.0] * 5),
+            names=store.names,
+        )
     assert reads == []
 
 
 def test_channel_stats_over_a_store_equal_those_in_memory(screen):
     table, images = screen
     assert compute_channel_stats(FieldStore(table, progress=False), pixels_per_field=1000) == compute_channel_stats(
-        images, pixels_per_field=1000)
+        images, pixels_per_field=1000
+    )

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.gallery against moto's S3 server on loopback, filled in the Gallery's layout.
+"""Tests for cellstudy.data.gallery against moto's S3 server on loopback, filled in the Gallery's layout.
 
 A socket guard refuses every connection that is not to 127.0.0.1, so nothing here reaches the internet.
 """
@@ -17,9 +17,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy import cpjump1, embed, fieldstore, gallery, published
-from cellstudy.data import ChecksumError
-from cellstudy.images import CHANNELS, CPJUMP1_CHANNELS, parse_well, phenix_name, read_field, write_field
+from cellstudy.data import cpjump1, fieldstore, gallery, published
+from cellstudy.data.images import (
+    CHANNELS,
+    CPJUMP1_CHANNELS,
+    LAYOUT,
+    parse_well,
+    phenix_name,
+    read_field,
+    write_field,
+)
+from cellstudy.data.sources import ChecksumError
+from cellstudy.profiling import embed
 
 moto_server = pytest.importorskip("moto.server")
 
@@ -268,8 +277,9 @@ def test_screen_download_returns_and_writes_the_field_table(config, bucket, tmp_
     if not METADATA.is_dir():
         pytest.skip("shared CPJUMP1 metadata absent")
     plates = list(PLATE_FOLDERS)
-    table = gallery.download_screen(plates, tmp_path, FIELDS, wells=WELLS, metadata_folder=METADATA, config=config,
-                                    progress=False)
+    table = gallery.download_screen(
+        plates, tmp_path, FIELDS, wells=WELLS, metadata_folder=METADATA, config=config, progress=False
+    )
     pd.testing.assert_frame_equal(table, expected_screen(plates, tmp_path, FIELDS), check_dtype=False)
     images, _ = embed.read_fields(table, progress=False)
     for image, key in zip(images, table[["Metadata_Plate", "well", "field"]].itertuples(index=False)):
@@ -283,10 +293,30 @@ def test_screen_with_a_missing_field_names_it_and_writes_no_table(config, bucket
     if not METADATA.is_dir():
         pytest.skip("shared CPJUMP1 metadata absent")
     with pytest.raises(FileNotFoundError, match=r"plate BR00116991 well A01 field 3 lacks \['DNA', 'ER'"):
-        gallery.download_screen(["BR00116991"], tmp_path, [1, 3], wells=["A01"], metadata_folder=METADATA,
-                                config=config, progress=False)
+        gallery.download_screen(
+            ["BR00116991"], tmp_path, [1, 3], wells=["A01"], metadata_folder=METADATA, config=config, progress=False
+        )
     assert not (tmp_path / gallery.FIELD_TABLE_FILE).exists()
     assert len(list((tmp_path / "BR00116991").iterdir())) == len(CHANNELS)  # field 1 was downloaded
+
+
+def test_screen_in_another_layout_is_recorded_and_checked_in_it(config, bucket, tmp_path):
+    if not METADATA.is_dir():
+        pytest.skip("shared CPJUMP1 metadata absent")
+    # The bucket holds CPJUMP1's ch1-ch5; in DAOY's layout ch5 and ch2 are DNA and ER, and RNA (ch6) is absent.
+    selection = dict(wells=["A01"], metadata_folder=METADATA, config=config, layout="daoy", progress=False)
+    table = gallery.download_screen(["BR00116991"], tmp_path, [1], channels=["DNA", "ER"], **selection)
+    assert table[LAYOUT].tolist() == ["daoy"]
+    assert fieldstore.read_field_table(tmp_path / gallery.FIELD_TABLE_FILE)[LAYOUT].tolist() == ["daoy"]
+    assert sorted(path.name for path in (tmp_path / "BR00116991").iterdir()) == [
+        phenix_name(1, 1, 1, 2),
+        phenix_name(1, 1, 1, 5),
+    ]
+    with pytest.raises(FileNotFoundError, match=r"plate BR00116991 well A01 field 1 lacks \['RNA'\]"):
+        gallery.download_screen(["BR00116991"], tmp_path / "all", [1], **selection)
+    with pytest.raises(ValueError, match=r"unknown channel layout 'cp9'; known layouts: \['cpjump1', 'daoy'\]"):
+        gallery.download_screen(["BR00116991"], tmp_path / "none", [1], **{**selection, "layout": "cp9"})
+    assert not (tmp_path / "none").exists()
 
 
 def test_screen_selection_errors_name_the_well(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.images: Phenix names, channel maps, TIFF and Zarr reading, composites."""
+"""Tests for cellstudy.data.images: Phenix names, channel maps, TIFF and Zarr reading, composites."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
-from cellstudy import images
-from cellstudy.data import data_root
+from cellstudy.data import images
+from cellstudy.data.sources import data_root
 
 IMAGES = data_root() / "cpjump1" / "images"
 EXTRA = data_root() / "extra_images"
@@ -108,7 +109,11 @@ def test_list_fields_one_row_per_field(tmp_path):
     (tmp_path / "r02c03f01p01-ch1sk1fk1fl1.tiff").unlink()
     (tmp_path / "notes.txt").write_text("not an image")
     table = images.list_fields(tmp_path)
-    assert table[["row", "col", "well", "field"]].values.tolist() == [[2, 3, "B03", 1], [2, 3, "B03", 2], [16, 24, "P24", 9]]
+    assert table[["row", "col", "well", "field"]].values.tolist() == [
+        [2, 3, "B03", 1],
+        [2, 3, "B03", 2],
+        [16, 24, "P24", 9],
+    ]
     assert table["channels"].tolist() == [(2, 3, 4, 5), (1, 2, 3, 4, 5), (2, 3, 4, 5, 6)]
     assert set(table["folder"]) == {str(tmp_path)}
 
@@ -116,6 +121,36 @@ def test_list_fields_one_row_per_field(tmp_path):
 def test_list_fields_names_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         images.list_fields(tmp_path / "nowhere")
+
+
+def test_list_fields_records_a_layout_other_than_cpjump1(tmp_path):
+    images.write_field(tmp_path, "C03", 3, random_field(seed=2), channel_map=images.DAOY_CHANNELS)
+    assert images.LAYOUT not in images.list_fields(tmp_path).columns  # no column: CPJUMP1
+    assert images.list_fields(tmp_path, "daoy")[images.LAYOUT].tolist() == ["daoy"]
+    with pytest.raises(ValueError, match=r"unknown channel layout 'cp9'; known layouts: \['cpjump1', 'daoy'\]"):
+        images.list_fields(tmp_path, "cp9")
+
+
+def test_field_channel_maps_follow_the_layout_column():
+    table = pd.DataFrame({"folder": ["a"] * 3, "well": ["A01"] * 3, "field": [1, 2, 3]})
+    assert images.field_channel_maps(table) == [images.CPJUMP1_CHANNELS] * 3
+    assert images.field_channel_maps(table.assign(**{images.LAYOUT: np.nan})) == [images.CPJUMP1_CHANNELS] * 3
+    table[images.LAYOUT] = ["daoy", None, "cpjump1"]  # a row without a value is CPJUMP1 too
+    assert images.field_channel_maps(table) == [images.DAOY_CHANNELS, images.CPJUMP1_CHANNELS, images.CPJUMP1_CHANNELS]
+    with pytest.raises(ValueError, match=r"unknown channel layout 'cp9'; known layouts: \['cpjump1', 'daoy'\]"):
+        images.field_channel_maps(table.assign(**{images.LAYOUT: ["daoy", "cp9", None]}))
+
+
+def test_with_layout_fills_only_rows_without_one():
+    table = pd.DataFrame({"well": ["A01", "B02"]})
+    assert images.LAYOUT not in images.with_layout(table, "cpjump1").columns
+    assert images.with_layout(table, "daoy")[images.LAYOUT].tolist() == ["daoy", "daoy"]
+    mixed = table.assign(**{images.LAYOUT: [None, "cpjump1"]})
+    assert images.with_layout(mixed, "daoy")[images.LAYOUT].tolist() == ["daoy", "cpjump1"]
+    empty = table.assign(**{images.LAYOUT: np.nan})  # as a CSV reads back a column without values
+    assert images.with_layout(empty, "daoy")[images.LAYOUT].tolist() == ["daoy", "daoy"]
+    with pytest.raises(ValueError, match="'cp9'"):
+        images.with_layout(table, "cp9")
 
 
 @needs_images
@@ -186,6 +221,18 @@ def test_garbage_file_is_named(tmp_path):
     images.write_field(tmp_path, "D14", 5, random_field())
     (tmp_path / "r04c14f05p01-ch1sk1fk1fl1.tiff").write_bytes(b"not a tiff at all")
     with pytest.raises(ValueError, match=r"r04c14f05p01-ch1sk1fk1fl1\.tiff"):
+        images.read_field(tmp_path, "D14", 5)
+
+
+def test_multi_page_tiff_is_refused_naming_the_file_and_its_pages(tmp_path):
+    images.write_field(tmp_path, "D14", 5, random_field())
+    stack = tmp_path / "r04c14f05p01-ch3sk1fk1fl1.tiff"
+    tifffile.imwrite(stack, random_field(seed=8)[:3], photometric="minisblack")
+    with tifffile.TiffFile(stack) as tiff:
+        assert len(tiff.pages) == 3 and tiff.pages.first.shape == (64, 48)  # the first page alone looks like a channel
+    with pytest.raises(ValueError, match=r"r04c14f05p01-ch3sk1fk1fl1\.tiff.*3 pages"):
+        images.read_tiff(stack)
+    with pytest.raises(ValueError, match=r"r04c14f05p01-ch3sk1fk1fl1\.tiff.*3 pages"):
         images.read_field(tmp_path, "D14", 5)
 
 

@@ -1,10 +1,15 @@
-"""Tests for cellstudy.interpret: MAE reconstructions and class-token attention maps."""
+"""Tests for cellstudy.applications.interpret: MAE reconstructions and class-token attention maps."""
 
 import numpy as np
 import pytest
 import torch
 
-from cellstudy.interpret import attention_on_mask, cls_attention, mae_reconstruction
+from cellstudy.applications import interpret
+from cellstudy.applications.interpret import (
+    attention_on_mask,
+    cls_attention,
+    mae_reconstruction,
+)
 from cellstudy.models.mae import MAE, MAEConfig, masking_noise
 from cellstudy.models.vit import EncoderConfig, build_encoder
 
@@ -14,8 +19,9 @@ SIZE, PATCH = 32, 8
 def tiny_mae(norm_pix_loss: bool = True) -> MAE:
     torch.manual_seed(0)
     encoder = build_encoder(EncoderConfig(depth=2, patch_size=PATCH, img_size=SIZE))
-    return MAE(encoder, MAEConfig(decoder_dim=32, decoder_depth=1, decoder_heads=2, norm_pix_loss=norm_pix_loss),
-               SIZE).eval()
+    return MAE(
+        encoder, MAEConfig(decoder_dim=32, decoder_depth=1, decoder_heads=2, norm_pix_loss=norm_pix_loss), SIZE
+    ).eval()
 
 
 def test_reconstruction_keeps_visible_pixels_and_blanks_exactly_the_hidden_patches():
@@ -52,8 +58,9 @@ def test_hidden_patches_are_predictions_rescaled_by_the_true_patch_statistics():
 @pytest.mark.parametrize("channel_agnostic", [False, True])
 def test_cls_attention_matches_timms_explicit_softmax(channel_agnostic):
     torch.manual_seed(0)
-    encoder = build_encoder(EncoderConfig(depth=2, patch_size=PATCH, img_size=SIZE,
-                                          channel_agnostic=channel_agnostic)).eval()
+    encoder = build_encoder(
+        EncoderConfig(depth=2, patch_size=PATCH, img_size=SIZE, channel_agnostic=channel_agnostic)
+    ).eval()
     imgs = torch.randn(2, 5, 48, 40)  # a crop size other than img_size: resampled position embedding
     maps = cls_attention(encoder, imgs)
     assert maps.shape == (2, encoder.blocks[-1].attn.num_heads, 6, 5)
@@ -79,3 +86,17 @@ def test_attention_on_mask_weights_patches_by_their_masked_fraction():
     shares = attention_on_mask(attention, mask)
     np.testing.assert_allclose(shares, [0.7 + 0.1 * 0.5, (1 + 0.5) / 4])
     assert shares[1] == pytest.approx(mask.mean())  # even attention gives the mask's area share
+
+
+def test_nuclear_attention_shares_and_verdicts():
+    attention = np.zeros((1, 2, 2, 2))
+    attention[0, 0] = [[1.0, 0.0], [0.0, 0.0]]  # head 1 all on the nucleus
+    attention[0, 1] = [[0.0, 0.5], [0.25, 0.25]]  # head 2 none on it
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[:2, :2] = True  # the top-left patch: a quarter of the crop
+    table = interpret.nuclear_attention(attention, [mask], ["DMSO"])
+    assert table.loc[0, "nuclei, share of crop"] == 0.25
+    assert table.loc[0, "head 1"] == pytest.approx(1.0) and table.loc[0, "head 2"] == pytest.approx(0.0)
+    assert "the heads specialise" in interpret.describe_nuclear_attention(table)
+    even = table.assign(**{"head 1": 0.25, "head 2": 0.25})
+    assert interpret.describe_nuclear_attention(even).endswith("no head concentrates on nuclei.")

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.label_efficiency: plate split, exact subsample counts, probe against scikit-learn,
+"""Tests for cellstudy.applications.label_efficiency: plate split, exact subsample counts, probe against scikit-learn,
 tiles against the embedding stage, fine-tuning, determinism of the whole experiment."""
 
 import math
@@ -11,16 +11,27 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from cellstudy import embed, simulate
-from cellstudy import label_efficiency as le
-from cellstudy.embed import read_fields
+from cellstudy.applications import label_efficiency as le
+from cellstudy.columns import N_TILES
 from cellstudy.models.vit import EncoderConfig, build_encoder
-from cellstudy.train import apply_overrides, default_config, load_encoder, train
+from cellstudy.profiling import embed
+from cellstudy.profiling.embed import read_fields
+from cellstudy.simulation import simulate
+from cellstudy.training.train import (
+    apply_overrides,
+    default_config,
+    load_encoder,
+    train,
+)
 
 TILE = 32
 """Crop and tile side of the tiny encoder."""
-TINY = le.LabelEfficiencyConfig(fractions=(0.01, 0.5, 1.0), seeds=(0, 1), tiles_per_field=2,
-                                fine_tuning=le.FineTuning(steps=2, batch_size=4, warmup_steps=1))
+TINY = le.LabelEfficiencyConfig(
+    fractions=(0.01, 0.5, 1.0),
+    seeds=(0, 1),
+    tiles_per_field=2,
+    fine_tuning=le.FineTuning(steps=2, batch_size=4, warmup_steps=1),
+)
 """A small experiment on the quick screen."""
 
 
@@ -34,10 +45,15 @@ def screen(tmp_path_factory):
 def encoder_path(screen, tmp_path_factory):
     """encoder.pt of a one-block ViT after two MAE steps on six fields of the screen."""
     out = tmp_path_factory.mktemp("mae")
-    config = apply_overrides(default_config("mae"), {
-        "encoder": {"depth": 1, "img_size": TILE}, "crops": {"global_size": TILE, "region_size": TILE},
-        "train": {"steps": 2, "batch_size": 4, "warmup_steps": 0, "device": "cpu"},
-        "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}})
+    config = apply_overrides(
+        default_config("mae"),
+        {
+            "encoder": {"depth": 1, "img_size": TILE},
+            "crops": {"global_size": TILE, "region_size": TILE},
+            "train": {"steps": 2, "batch_size": 4, "warmup_steps": 0, "device": "cpu"},
+            "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
+        },
+    )
     fields, names = read_fields(screen.field_table().head(6), progress=False)
     train(config, fields, out, names=names, progress=False)
     return out / "encoder.pt"
@@ -119,18 +135,20 @@ def test_classification_scores_are_sklearn_accuracy_and_macro_f1():
     truth, predicted = ["a", "a", "b", "b", "c"], ["a", "b", "b", "b", "a"]
     f1 = {"a": 2 * 0.5 * 0.5 / 1.0, "b": 2 * (2 / 3) * 1.0 / (2 / 3 + 1.0), "c": 0.0}
     assert le.classification_scores(truth, predicted) == pytest.approx(
-        {"accuracy": 3 / 5, "macro_f1": np.mean(list(f1.values()))})
+        {"accuracy": 3 / 5, "macro_f1": np.mean(list(f1.values()))}
+    )
 
 
 def test_tiles_and_well_embeddings_are_those_of_the_embedding_stage(encoder_path, screen):
     fields = screen.field_table().head(8)
     model = load_encoder(encoder_path)
     loaded = le.load_well_tiles(fields, model, tiles_per_field=3, seed=4, progress=False)
-    mine = le.well_profiles(loaded.wells, le.tile_embeddings(model, loaded.tiles, batch_size=7, progress=False),
-                            loaded.well_index)
+    mine = le.well_profiles(
+        loaded.wells, le.tile_embeddings(model, loaded.tiles, batch_size=7, progress=False), loaded.well_index
+    )
     expected = embed.embed(model, fields, max_tiles_per_field=3, seed=4, progress=False)
     assert loaded.tiles.shape[1:] == (5, TILE, TILE)
-    assert np.array_equal(np.bincount(loaded.well_index), expected[embed.TILE_COUNT])
+    assert np.array_equal(np.bincount(loaded.well_index), expected[N_TILES])
     columns = [c for c in expected.columns if c.startswith(embed.EMBEDDING_PREFIX)]
     np.testing.assert_allclose(mine[columns], expected[columns], rtol=1e-5, atol=1e-6)
     assert mine["Metadata_Well"].tolist() == expected["Metadata_Well"].tolist()
@@ -172,8 +190,9 @@ def test_fine_tuning_learns_separable_tiles_reproducibly_and_leaves_the_encoder_
     before = {name: value.clone() for name, value in encoder.state_dict().items()}
     labels = np.repeat([0, 1], 16)
     rng = np.random.default_rng(0)
-    tiles = (np.where(labels == 0, -1.0, 1.0)[:, None, None, None]
-             + 0.3 * rng.normal(size=(32, 5, TILE, TILE))).astype(np.float32)
+    tiles = (np.where(labels == 0, -1.0, 1.0)[:, None, None, None] + 0.3 * rng.normal(size=(32, 5, TILE, TILE))).astype(
+        np.float32
+    )
     config = le.FineTuning(steps=12, batch_size=8, warmup_steps=2)
     first = le.fine_tune(encoder, tiles, labels, 2, "mean", config, seed=5, progress=False)
     second = le.fine_tune(encoder, tiles, labels, 2, "mean", config, seed=5, progress=False)
@@ -219,8 +238,11 @@ def test_summary_is_mean_and_sd_over_seeds(results):
     summary = le.summarise(results)
     assert len(summary) == 2 * 2 * len(TINY.fractions)
     row = summary.iloc[0]
-    mine = results[(results["regime"] == row["regime"]) & (results["method"] == row["method"])
-                   & (results["label_fraction"] == row["label_fraction"])]["accuracy"].to_numpy()
+    mine = results[
+        (results["regime"] == row["regime"])
+        & (results["method"] == row["method"])
+        & (results["label_fraction"] == row["label_fraction"])
+    ]["accuracy"].to_numpy()
     assert row["accuracy_mean"] == pytest.approx(mine.mean())
     assert row["accuracy_sd"] == pytest.approx(np.std(mine, ddof=1))
     assert row["n_seeds"] == len(TINY.seeds)
@@ -234,3 +256,11 @@ def test_bad_experiments_are_named(encoder_path, screen):
         le.label_efficiency(encoder_path, table, le.LabelEfficiencyConfig(modalities=("compound",)), progress=False)
     with pytest.raises(ValueError, match="label fractions"):
         le.LabelEfficiencyConfig(fractions=(0.0, 1.0))
+
+
+def test_settings_table_reports_the_config():
+    config = le.LabelEfficiencyConfig()
+    table = le.settings_table(config).set_index("setting")["value"]
+    assert table["seeds"] == len(config.seeds)
+    assert table["label fractions"] == ", ".join(f"{f:.0%}" for f in config.fractions)
+    assert table["fine-tuning"].startswith(f"{config.fine_tuning.steps} steps × {config.fine_tuning.batch_size} tiles")

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from cellstudy.models.mae import MAE, MAEConfig, masked_patch_loss, masking_noise, num_visible, random_masking
+from cellstudy.models.mae import (
+    MAE,
+    MAEConfig,
+    masked_patch_loss,
+    masking_noise,
+    num_visible,
+    random_masking,
+)
 from cellstudy.models.vit import EncoderConfig, build_encoder
 
 P, SIZE = 8, 32

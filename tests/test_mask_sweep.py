@@ -1,4 +1,4 @@
-"""Tests for cellstudy.mask_sweep: FLOP count against torch's counter, the equal-compute step rule,
+"""Tests for cellstudy.applications.mask_sweep: FLOP count against torch's counter, the equal-compute step rule,
 per-ratio training folders, one score row per ratio and task, resuming."""
 
 import json
@@ -8,13 +8,16 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cellstudy import mask_sweep, simulate, train
-from cellstudy.embed import read_fields
-from cellstudy.evaluate import MapSettings
-from cellstudy.train import apply_overrides, build_model, default_config
+from cellstudy.applications import mask_sweep
+from cellstudy.evaluation.retrieval import MapSettings
+from cellstudy.profiling.embed import read_fields
+from cellstudy.simulation import simulate
+from cellstudy.training import train
+from cellstudy.training.train import apply_overrides, build_model, default_config
 
 TINY = {
-    "encoder": {"depth": 1, "img_size": 32}, "crops": {"global_size": 32, "region_size": 32},
+    "encoder": {"depth": 1, "img_size": 32},
+    "crops": {"global_size": 32, "region_size": 32},
     "train": {"steps": 4, "batch_size": 4, "warmup_steps": 2, "device": "cpu"},
     "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
 }
@@ -63,8 +66,16 @@ def test_sweep_config_changes_only_the_ratio_steps_and_warmup():
     reference = default_config("mae")
     config = mask_sweep.sweep_config(reference, 0.5)
     steps = mask_sweep.equal_compute_steps(reference, 0.5)
-    expected = apply_overrides(reference, {"mae": {"mask_ratio": 0.5}, "train": {
-        "steps": steps, "warmup_steps": round(reference.train.warmup_steps * steps / reference.train.steps)}})
+    expected = apply_overrides(
+        reference,
+        {
+            "mae": {"mask_ratio": 0.5},
+            "train": {
+                "steps": steps,
+                "warmup_steps": round(reference.train.warmup_steps * steps / reference.train.steps),
+            },
+        },
+    )
     assert config == expected
     with pytest.raises(ValueError, match="dino"):
         mask_sweep.sweep_config(default_config("dino"), 0.5)
@@ -100,7 +111,8 @@ def test_one_row_per_ratio_and_task_group(sweep):
     assert result.groupby(keys, dropna=False).size().eq(1).all()
     replicates = result[result["task"] == "replicate_retrieval"]
     assert set(zip(replicates["mask_ratio"], replicates["Metadata_modality"])) == {
-        (ratio, modality) for ratio in RATIOS for modality in ("compound", "crispr", "orf")}
+        (ratio, modality) for ratio in RATIOS for modality in ("compound", "crispr", "orf")
+    }
     assert result["fraction_retrieved"].between(0, 1).all()
     assert result["mean_average_precision"].between(0, 1).all()
 
@@ -112,5 +124,7 @@ def test_a_finished_sweep_resumes_without_training_and_repeats_its_numbers(sweep
     pd.testing.assert_frame_equal(result, again)
     for ratio, log in logs.items():
         assert (mask_sweep.ratio_dir(out, ratio) / train.METRICS).read_text() == log
-        assert len([json.loads(line) for line in log.splitlines()]) == result.loc[
-            result["mask_ratio"] == ratio, "steps"].iloc[0]
+        assert (
+            len([json.loads(line) for line in log.splitlines()])
+            == result.loc[result["mask_ratio"] == ratio, "steps"].iloc[0]
+        )

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.phenotypes: the planted phenotype model against its defining formulas."""
+"""Tests for cellstudy.simulation.phenotypes: the planted phenotype model against its defining formulas."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cellstudy import phenotypes as ph
+from cellstudy.simulation import phenotypes as ph
 
 CONFIG = ph.PhenotypeConfig()
 GENES = [f"G{i:03d}" for i in range(200)]
@@ -110,8 +110,10 @@ def test_inhibition_has_the_knockout_norm_at_the_configured_cosine():
         if knockout.any() and not np.allclose(inhibition, knockout):  # else the variant had no other direction
             assert cosine(inhibition, knockout) == pytest.approx(CONFIG.inhibition_knockout_correlation)
     identical = replace(CONFIG, inhibition_knockout_correlation=1.0)
-    assert np.allclose(ph.inhibition_phenotype("G007", "U2OS", identical, 0, force_visible=True),
-                       ph.gene_phenotype("G007", "U2OS", identical, 0, force_visible=True))
+    assert np.allclose(
+        ph.inhibition_phenotype("G007", "U2OS", identical, 0, force_visible=True),
+        ph.gene_phenotype("G007", "U2OS", identical, 0, force_visible=True),
+    )
 
 
 def test_guides_carry_their_own_off_target_of_configured_norm():

@@ -1,14 +1,14 @@
-"""Tests for cellstudy.probe: kNN against scikit-learn, held-out plates, accuracy on planted profiles."""
+"""Tests for cellstudy.evaluation.probe: kNN against scikit-learn, held-out plates, accuracy on planted profiles."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from cellstudy import probe
-from cellstudy.images import write_field
-from cellstudy.profiles import postprocess
-from cellstudy.train import apply_overrides, default_config, train
+from cellstudy.data.images import write_field
+from cellstudy.evaluation import probe
+from cellstudy.profiling.profiles import postprocess
+from cellstudy.training.train import apply_overrides, default_config, train
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
@@ -41,10 +41,17 @@ def planted_profiles(noise: float, n_perturbations: int = 12, plates_per_modalit
             offset = rng.normal(scale=5.0, size=8)
             for index in range(n_perturbations + 16):
                 negcon = index >= n_perturbations
-                rows.append({"Metadata_Plate": f"{modality}_{plate}", "Metadata_modality": modality,
-                             "Metadata_cell_type": "U2OS", "Metadata_timepoint": 48, "Metadata_negcon": negcon,
-                             "Metadata_broad_sample": "DMSO" if negcon else f"{modality}_{index}",
-                             "Metadata_Well": f"A{index + 1:02d}"})
+                rows.append(
+                    {
+                        "Metadata_Plate": f"{modality}_{plate}",
+                        "Metadata_modality": modality,
+                        "Metadata_cell_type": "U2OS",
+                        "Metadata_timepoint": 48,
+                        "Metadata_negcon": negcon,
+                        "Metadata_broad_sample": "DMSO" if negcon else f"{modality}_{index}",
+                        "Metadata_Well": f"A{index + 1:02d}",
+                    }
+                )
                 values.append((0 if negcon else centroids[index]) + offset + noise * rng.normal(size=8))
     return pd.concat([pd.DataFrame(rows), pd.DataFrame(np.array(values), columns=[f"f{i}" for i in range(8)])], axis=1)
 
@@ -54,14 +61,16 @@ def test_each_treated_well_is_classified_once_by_the_other_plates_of_its_conditi
     predictions = probe.knn_predictions(profiles, k=3)
     treated = profiles[~profiles["Metadata_negcon"]]
     assert sorted(zip(predictions["Metadata_Plate"], predictions["Metadata_Well"])) == sorted(
-        zip(treated["Metadata_Plate"], treated["Metadata_Well"]))
+        zip(treated["Metadata_Plate"], treated["Metadata_Well"])
+    )
     normalised = postprocess(profiles, probe.PER_PLATE)
     normalised = normalised[~normalised["Metadata_negcon"]]
     features = [c for c in normalised.columns if c.startswith("f")]
     queries = normalised["Metadata_Plate"] == "crispr_1"
     references = ~queries & (normalised["Metadata_modality"] == "crispr")
     expected = KNeighborsClassifier(n_neighbors=3, metric="cosine", algorithm="brute").fit(
-        normalised.loc[references, features], normalised.loc[references, "Metadata_broad_sample"])
+        normalised.loc[references, features], normalised.loc[references, "Metadata_broad_sample"]
+    )
     mine = predictions[predictions["Metadata_Plate"] == "crispr_1"]
     assert mine["predicted"].tolist() == expected.predict(normalised.loc[queries, features]).tolist()
     assert (mine["correct"] == (mine["predicted"] == mine["Metadata_broad_sample"])).all()
@@ -95,8 +104,9 @@ def test_labels_unrelated_to_the_features_score_near_chance():
     profiles = planted_profiles(noise=0.05, n_perturbations=40, seed=1)
     treated = ~profiles["Metadata_negcon"]
     shuffled = profiles.copy()
-    shuffled.loc[treated, "Metadata_broad_sample"] = (
-        np.random.default_rng(0).permutation(profiles.loc[treated, "Metadata_broad_sample"].to_numpy()))
+    shuffled.loc[treated, "Metadata_broad_sample"] = np.random.default_rng(0).permutation(
+        profiles.loc[treated, "Metadata_broad_sample"].to_numpy()
+    )
     assert probe.knn_predictions(shuffled)["correct"].mean() < 0.1
 
 
@@ -110,10 +120,15 @@ def test_missing_features_and_single_plates_are_named():
 
 
 def test_compare_encoders_scores_pretrained_random_and_pixel_features(tmp_path):
-    config = apply_overrides(default_config("mae"), {
-        "encoder": {"depth": 1, "img_size": 32}, "crops": {"global_size": 32, "region_size": 32},
-        "train": {"steps": 1, "batch_size": 2, "warmup_steps": 0, "device": "cpu"},
-        "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}})
+    config = apply_overrides(
+        default_config("mae"),
+        {
+            "encoder": {"depth": 1, "img_size": 32},
+            "crops": {"global_size": 32, "region_size": 32},
+            "train": {"steps": 1, "batch_size": 2, "warmup_steps": 0, "device": "cpu"},
+            "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
+        },
+    )
     rng = np.random.default_rng(0)
     rows = []
     for plate in ("P1", "P2"):
@@ -122,9 +137,20 @@ def test_compare_encoders_scores_pretrained_random_and_pixel_features(tmp_path):
             image = rng.poisson(100, size=(5, 64, 64)).astype(np.uint16)
             image[:, 20:30, 20:30] += np.uint16(2000 + 500 * index)
             write_field(tmp_path / plate, well, 1, image)
-            rows.append({"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_modality": "compound",
-                         "Metadata_cell_type": "U2OS", "Metadata_timepoint": 48, "Metadata_negcon": sample == "DMSO",
-                         "Metadata_broad_sample": sample, "folder": str(tmp_path / plate), "well": well, "field": 1})
+            rows.append(
+                {
+                    "Metadata_Plate": plate,
+                    "Metadata_Well": well,
+                    "Metadata_modality": "compound",
+                    "Metadata_cell_type": "U2OS",
+                    "Metadata_timepoint": 48,
+                    "Metadata_negcon": sample == "DMSO",
+                    "Metadata_broad_sample": sample,
+                    "folder": str(tmp_path / plate),
+                    "well": well,
+                    "field": 1,
+                }
+            )
     train(config, [rng.poisson(100, size=(5, 64, 64)).astype(np.uint16)], tmp_path / "mae", progress=False)
     result = probe.compare_encoders(tmp_path / "mae" / "encoder.pt", pd.DataFrame(rows), progress=False)
     assert result.groupby("features").size().to_dict() == {"pixel statistics": 4, "pre-trained": 4, "random init": 4}
@@ -140,3 +166,32 @@ def test_paired_difference_matches_the_accuracy_gap_on_shared_wells():
     assert result["n"] == len(good)
     assert result["mean_difference"] == pytest.approx(good["correct"].mean() - noisy["correct"].mean())
     assert result["ci_low"] > 0 and result["wilcoxon_p_value"] < 0.05
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (0.01, 0.05, "helps"),
+        (-0.05, -0.01, "hurts"),
+        (-0.01, 0.02, "no clear difference"),
+        (0.0, 0.02, "no clear difference"),
+    ],
+)
+def test_pretraining_verdict_reads_the_interval(low, high, expected):
+    assert probe.pretraining_verdict({"ci_low": low, "ci_high": high, "mean_difference": (low + high) / 2}) == expected
+
+
+def test_accuracy_by_modality_and_description_read_the_comparison_table():
+    knn = pd.DataFrame(
+        {
+            "Metadata_modality": ["compound", "all"] * 3,
+            "features": ["pre-trained"] * 2 + ["random init"] * 2 + ["pixel statistics"] * 2,
+            "accuracy": [0.2, 0.25, 0.1, 0.125, 0.05, 0.0625],
+            "chance": [0.01, 0.02] * 3,
+            "n_wells": [40, 80] * 3,
+        }
+    )
+    wide = probe.accuracy_by_modality(knn)
+    assert wide.loc["all", "pre-trained"] == 0.25 and wide.loc["compound", "chance"] == 0.01
+    text = probe.describe_check(knn, {"mean_difference": 0.125, "ci_low": 0.05, "ci_high": 0.2})
+    assert "80 held-out" in text and "25.0%" in text and "+12.5%" in text and "**it helps**" in text

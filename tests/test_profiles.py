@@ -1,4 +1,4 @@
-"""Tests for cellstudy.profiles: each step against a formula computed by hand with numpy/scipy."""
+"""Tests for cellstudy.profiling.profiles: each step against a formula computed by hand with numpy/scipy."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.linalg import eigh
 
-from cellstudy import profiles
-from cellstudy.profiles import NEGCON, PLATE, PostProcessing
+from cellstudy.profiling import profiles
+from cellstudy.profiling.profiles import NEGCON, PLATE, PostProcessing
 
 
 def make_profiles(n_per_plate: int = 120, n_features: int = 6, seed: int = 0) -> pd.DataFrame:
@@ -164,8 +164,13 @@ def test_feature_columns_names_a_non_numeric_column():
 
 def test_postprocess_drops_wells_without_cells_and_names_them():
     rng = np.random.default_rng(0)
-    wells = pd.DataFrame({"Metadata_Plate": "P1", "Metadata_Well": [f"A{i:02d}" for i in range(1, 13)],
-                          "Metadata_negcon": [True] * 6 + [False] * 6})
+    wells = pd.DataFrame(
+        {
+            "Metadata_Plate": "P1",
+            "Metadata_Well": [f"A{i:02d}" for i in range(1, 13)],
+            "Metadata_negcon": [True] * 6 + [False] * 6,
+        }
+    )
     features = pd.DataFrame(rng.normal(size=(12, 3)), columns=["f1", "f2", "f3"])
     features.iloc[7] = np.nan  # a well without cells
     table = pd.concat([wells, features], axis=1)
@@ -183,8 +188,9 @@ def test_standardise_and_cosine_matrix_agree_with_sklearn():
     rng = np.random.default_rng(0)
     values = rng.normal(size=(6, 4))
     values[:, 3] = 2.0  # constant: dropped
-    table = pd.concat([pd.DataFrame({"Metadata_Well": list("ABCDEF")}),
-                       pd.DataFrame(values, columns=["a", "b", "c", "d"])], axis=1)
+    table = pd.concat(
+        [pd.DataFrame({"Metadata_Well": list("ABCDEF")}), pd.DataFrame(values, columns=["a", "b", "c", "d"])], axis=1
+    )
     standard = profiles.standardise(table)
     assert profiles.feature_columns(standard) == ["a", "b", "c"]
     expected = StandardScaler().fit_transform(values[:, :3]) * np.sqrt(5 / 6)  # pandas std uses n - 1
@@ -205,4 +211,6 @@ def test_describe_steps_lists_the_switched_on_steps_in_order_with_their_settings
     assert "0.5" in embedding[0] and "all wells" in embedding[1]
     classical = profiles.describe_steps(profiles.CLASSICAL_POSTPROCESSING)
     assert len(classical) == 2 and classical[1].startswith("feature selection (frequency_threshold")
-    assert profiles.describe_steps(PostProcessing(variance_filter=False, sphering=False, robustize_per_plate=False)) == []
+    assert (
+        profiles.describe_steps(PostProcessing(variance_filter=False, sphering=False, robustize_per_plate=False)) == []
+    )

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.published: files written here in the published per-plate format, and the real paper table."""
+"""Tests for cellstudy.data.published: files written here in the published per-plate format, and the real paper table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy import cpjump1, evaluate, profiles, published
+from cellstudy.data import cpjump1, published
+from cellstudy.evaluation import retrieval
+from cellstudy.profiling import profiles
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METADATA = DATA / "cpjump1" / "metadata"
@@ -26,7 +28,7 @@ FEATURES = [
     "Nuclei_Intensity_IntegratedIntensity_DNA",
     "Nuclei_Texture_AngularSecondMoment_DNA_5_00_256",
 ]
-FAST = evaluate.MapSettings(null_size=500)
+FAST = retrieval.MapSettings(null_size=500)
 
 
 def published_metadata(wells: pd.DataFrame) -> pd.DataFrame:
@@ -158,19 +160,19 @@ def test_features_that_differ_between_plates_are_named(written, tmp_path):
 def test_the_evaluation_runs_end_to_end_and_lines_up_with_the_paper_table(written):
     folder, _ = written
     wells = published.load_published_profiles(folder, COMPOUND_PLATES + CRISPR_PLATES, METADATA)
-    replicates = evaluate.replicate_retrieval(wells, FAST)
+    replicates = retrieval.replicate_retrieval(wells, FAST)
     perturbations = profiles.consensus(wells)
-    sisters = evaluate.sister_matching(perturbations, replicates, FAST)
-    compound_gene = evaluate.compound_gene_matching(perturbations, perturbations, replicates, FAST)
+    sisters = retrieval.sister_matching(perturbations, replicates, FAST)
+    compound_gene = retrieval.compound_gene_matching(perturbations, perturbations, replicates, FAST)
     summary = pd.concat(
-        [evaluate.fraction_retrieved(result) for result in (replicates, sisters, compound_gene)], ignore_index=True
+        [retrieval.fraction_retrieved(result) for result in (replicates, sisters, compound_gene)], ignore_index=True
     )
     assert (summary["fraction_retrieved"] > 0.5).all()  # the planted signal is strong
-    assert summary["task"].tolist() == [evaluate.REPLICATE_RETRIEVAL] * 2 + [evaluate.SISTER_MATCHING] * 2 + [
-        evaluate.COMPOUND_GENE_MATCHING
+    assert summary["task"].tolist() == [retrieval.REPLICATE_RETRIEVAL] * 2 + [retrieval.SISTER_MATCHING] * 2 + [
+        retrieval.COMPOUND_GENE_MATCHING
     ]
     paper = published.load_paper_results(DATA)
-    keys = [c for c in evaluate.SUMMARY_COLUMNS if c in summary.columns]
+    keys = [c for c in retrieval.SUMMARY_COLUMNS if c in summary.columns]
     side_by_side = summary.merge(paper, on=keys, suffixes=("", "_paper"), validate="one_to_one")
     assert len(side_by_side) == len(summary)
 
@@ -181,11 +183,11 @@ def test_paper_results_match_the_csv_read_independently():
     table = published.load_paper_results(DATA)
     assert len(table) == len(rows) == 36
     assert table.groupby("task").size().to_dict() == {
-        evaluate.COMPOUND_GENE_MATCHING: 16,
-        evaluate.SISTER_MATCHING: 8,
-        evaluate.REPLICATE_RETRIEVAL: 12,
+        retrieval.COMPOUND_GENE_MATCHING: 16,
+        retrieval.SISTER_MATCHING: 8,
+        retrieval.REPLICATE_RETRIEVAL: 12,
     }
-    tasks = {"replicability": evaluate.REPLICATE_RETRIEVAL, "matching": evaluate.SISTER_MATCHING}
+    tasks = {"replicability": retrieval.REPLICATE_RETRIEVAL, "matching": retrieval.SISTER_MATCHING}
     for row in (row for row in rows if row["timepoint"]):  # these rows state their hours: "short"/"long" must agree
         hit = table[
             (table["task"] == tasks[row["task"]])

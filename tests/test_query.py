@@ -1,9 +1,11 @@
-"""Tests for cellstudy.query on consensus tables with planted answers: a clean hit, an inhibitor that
+"""Tests for cellstudy.applications.query on consensus tables with planted answers: a clean hit, an inhibitor that
 looks like the anti-correlated gene, a polypharmacology compound driven by an unannotated gene; cosines
 against scikit-learn, p-values against a brute-force count over all pairs and uniform on pure noise,
 q-values against scipy's Benjamini-Hochberg."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,9 @@ import pytest
 from scipy.stats import false_discovery_control, kstest
 from sklearn.metrics.pairwise import cosine_similarity
 
-from cellstudy import cli, query
+from cellstudy import cli
+from cellstudy.applications import query
+from cellstudy.columns import N_PERTURBATIONS
 
 N_GENES, N_FEATURES, N_FILLERS = 12, 30, 30
 GENES = [f"G{i:02d}" for i in range(N_GENES)]
@@ -75,8 +79,11 @@ def planted(directions) -> pd.DataFrame:
     }
     for timepoint in TIMEPOINTS["compound"]:
         for name, (targets, vector) in compounds.items():
-            rows.append(row("compound", f"BRD-{name.upper()}", timepoint, Metadata_pert_iname=name,
-                            Metadata_target_list=targets))
+            rows.append(
+                row(
+                    "compound", f"BRD-{name.upper()}", timepoint, Metadata_pert_iname=name, Metadata_target_list=targets
+                )
+            )
             vectors.append(noisy(vector))
         rows.append(row("compound", "DMSO", timepoint, negcon=True, Metadata_pert_iname="DMSO"))
         vectors.append(rng.normal(size=N_FEATURES))
@@ -111,7 +118,7 @@ def test_gene_profiles_average_the_guides_keep_the_orf_and_leave_out_controls(pl
     np.testing.assert_allclose(features(crispr.loc[["G05"]])[0], features(guides).mean(axis=0))
     the_orf = planted[planted["Metadata_broad_sample"] == "orfG05"]
     np.testing.assert_allclose(features(orf.loc[["G05"]])[0], features(the_orf)[0])
-    assert (crispr[query.N_PERTURBATIONS] == 2).all() and (orf[query.N_PERTURBATIONS] == 1).all()
+    assert (crispr[N_PERTURBATIONS] == 2).all() and (orf[N_PERTURBATIONS] == 1).all()
     with pytest.raises(ValueError, match="'compound'"):
         query.gene_profiles(planted, "compound")
 
@@ -268,8 +275,7 @@ def test_as_text_shows_the_top_of_every_list_headed_by_what_it_shares(hit_rankin
 def test_cli_prints_the_ranked_table_and_writes_it(planted, tmp_path, capsys):
     path, out = tmp_path / "consensus.csv", tmp_path / "ranked.csv"
     planted.to_csv(path, index=False)
-    cli.main(["query", "compound", HIT, "--profiles", str(path), "--top", "3",
-              "--out", str(out)])
+    cli.main(["query", "compound", HIT, "--profiles", str(path), "--top", "3", "--out", str(out)])
     printed = capsys.readouterr().out
     first_words = [line.split()[0] for line in printed.splitlines() if line.strip()]
     assert printed.count("pert_iname=hit") == 4 and first_words.count("G00") == 4 and len(first_words) == 4 * 5
@@ -279,3 +285,40 @@ def test_cli_prints_the_ranked_table_and_writes_it(planted, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("gene=G01") == 2 and "BRD-INHIBITOR" in printed and "crispr" not in printed
     assert printed.count(f"timepoint={TIMEPOINTS['compound'][0]}") == 1
+
+
+def test_cli_query_of_a_wide_table_gives_no_performance_warning(planted, tmp_path, capsys):
+    extra = pd.DataFrame(
+        np.random.default_rng(4).normal(size=(len(planted), 200)),
+        columns=[f"f{i}" for i in range(N_FEATURES, N_FEATURES + 200)],
+    )
+    wide = pd.concat([planted, extra], axis=1)  # over 100 features: pandas warns of fragmented frames it inserts into
+    path, out = tmp_path / "consensus.csv", tmp_path / "ranked.csv"
+    wide.to_csv(path, index=False)
+    for kind, name, rank in (("compound", HIT, query.rank_genes), ("gene", "G00", query.rank_compounds)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.PerformanceWarning)
+            cli.main(["query", kind, name, "--profiles", str(path), "--out", str(out)])
+        assert capsys.readouterr().out.strip()
+        np.testing.assert_allclose(pd.read_csv(out)["cosine"], rank(wide, name)["cosine"])
+
+
+@pytest.mark.parametrize(
+    "arguments, rank",
+    [
+        (["compound", "hitt"], lambda table: query.rank_genes(table, "hitt")),
+        (["gene", "G00X"], lambda table: query.rank_compounds(table, "G00X")),
+        (["compound", HIT, "--cell-type", "A549"], lambda table: query.rank_genes(table, HIT, cell_type="A549")),
+    ],
+)
+def test_cli_reports_an_unknown_name_in_one_line_without_a_traceback(planted, tmp_path, capsys, arguments, rank):
+    path = tmp_path / "consensus.csv"
+    planted.to_csv(path, index=False)
+    with pytest.raises(ValueError) as raised:
+        rank(planted)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["query", *arguments, "--profiles", str(path)])
+    assert exited.value.code == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == f"cellstudy: error: {raised.value}\n"
+    assert "close matches" in printed.err or "U2OS" in printed.err

@@ -2,13 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy import realism
-from cellstudy.images import write_field
+from cellstudy.data.images import DAOY_CHANNELS, LAYOUT, write_field
+from cellstudy.simulation import realism
 
 
 def test_native_scale_multiplies_areas_only():
-    objects = pd.DataFrame({"Nuclei_AreaShape_Area": [10.0], "Cells_AreaShape_Area": [40.0],
-                            "Cells_Intensity_MeanIntensity_DNA": [0.2]})
+    objects = pd.DataFrame(
+        {"Nuclei_AreaShape_Area": [10.0], "Cells_AreaShape_Area": [40.0], "Cells_Intensity_MeanIntensity_DNA": [0.2]}
+    )
     scaled = realism.to_native_scale(objects, binning=2)
     assert scaled.loc[0, "Nuclei_AreaShape_Area"] == 40 and scaled.loc[0, "Cells_AreaShape_Area"] == 160
     assert scaled.loc[0, "Cells_Intensity_MeanIntensity_DNA"] == 0.2
@@ -21,8 +22,9 @@ def test_cells_per_native_field_scales_by_area():
 
 
 def test_summary_ratio_of_medians():
-    long = pd.DataFrame({"source": ["simulated"] * 3 + ["real"] * 3, "feature": "f",
-                         "value": [1.0, 2.0, 3.0, 2.0, 4.0, 6.0]})
+    long = pd.DataFrame(
+        {"source": ["simulated"] * 3 + ["real"] * 3, "feature": "f", "value": [1.0, 2.0, 3.0, 2.0, 4.0, 6.0]}
+    )
     table = realism.summary(long).set_index("feature")
     assert table.loc["f", "ratio_of_medians"] == pytest.approx(0.5)
     assert table.loc["f", "real_50%"] == 4.0
@@ -44,3 +46,6 @@ def test_field_objects_measures_planted_cells(tmp_path):
     assert objects["Nuclei_AreaShape_Area"].between(452, 1.5 * 452).all()
     assert objects["Cells_AreaShape_Area"].between(0.7 * 2827, 1.3 * 2827).all()
     assert set(realism.REALISM_FEATURES) <= set(objects.columns)
+    write_field(tmp_path / "daoy", "B03", 1, image, DAOY_CHANNELS)  # the same field in another channel layout
+    daoy = pd.DataFrame({"folder": [str(tmp_path / "daoy")], "well": ["B03"], "field": [1], LAYOUT: ["daoy"]})
+    pd.testing.assert_frame_equal(realism.field_objects(daoy), objects)

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.segmentation on planted synthetic nuclei and cells and on real CPJUMP1 fields."""
+"""Tests for cellstudy.features.segmentation on planted synthetic nuclei and cells and on real CPJUMP1 fields."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cellstudy import images, segmentation
-from cellstudy.data import data_root
+from cellstudy.data import images
+from cellstudy.data.sources import data_root
+from cellstudy.features import segmentation
 
 IMAGES = data_root() / "cpjump1" / "images"
 needs_images = pytest.mark.skipif(not IMAGES.is_dir(), reason="CPJUMP1 sample images not available")

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.simulate: rendering checked with skimage, the design against the raw CPJUMP1 files,
+"""Tests for cellstudy.simulation.simulate: rendering checked with skimage, the design against the raw CPJUMP1 files,
 and the written screen against its planted ground truth."""
 
 from __future__ import annotations
@@ -14,9 +14,14 @@ import pytest
 from scipy.spatial.distance import pdist
 from skimage import filters, measure, segmentation
 
-from cellstudy import simulate as sim
-from cellstudy.images import CHANNELS, read_field
-from cellstudy.phenotypes import AXIS_GAINS, AXIS_NAMES, N_AXES, latent_columns
+from cellstudy.data.images import CHANNELS, read_field
+from cellstudy.simulation import simulate as sim
+from cellstudy.simulation.phenotypes import (
+    AXIS_GAINS,
+    AXIS_NAMES,
+    N_AXES,
+    latent_columns,
+)
 
 METADATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cpjump1" / "metadata"
 needs_shared = pytest.mark.skipif(not (METADATA / "experiment-metadata.tsv").is_file(), reason="shared data absent")

@@ -1,4 +1,4 @@
-"""Tests for cellstudy.train and the ``train`` CLI: schedules, sampler, determinism, exact resume, DDP."""
+"""Tests for cellstudy.training.train and the ``train`` CLI: schedules, sampler, determinism, exact resume, DDP."""
 
 import json
 import math
@@ -12,9 +12,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cellstudy.cli import main
-from cellstudy.crops import CropDataset, compute_channel_stats
-from cellstudy.images import write_field
-from cellstudy.train import (
+from cellstudy.data.images import write_field
+from cellstudy.training import train as train_module
+from cellstudy.training.crops import CropDataset, compute_channel_stats
+from cellstudy.training.train import (
     CHECKPOINT,
     ENCODER,
     METRICS,
@@ -257,3 +258,15 @@ def test_cli_trains_from_an_image_folder(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 2 and (tmp_path / "out" / ENCODER).exists()
     assert json.loads((tmp_path / "out" / "config.json").read_text())["train"]["batch_size"] == 2
+
+
+def test_settings_table_reports_the_config():
+    mae, dino = default_config("mae"), default_config("dino")
+    table = train_module.settings_table(mae, apply_overrides(mae, {"train": {"steps": 7}})).set_index("setting")[
+        "value"
+    ]
+    assert table["mask ratio"] == f"{mae.mae.mask_ratio:g}"
+    assert table["steps × batch (real fields)"] == f"7 × {mae.train.batch_size}"
+    assert table["peak learning rate"] == f"{mae.train.base_lr * mae.train.batch_size / 256:.2g}"
+    views = train_module.settings_table(dino, dino).set_index("setting")["value"]["views per sample"]
+    assert views.startswith(f"{dino.crops.n_global} × {dino.crops.global_size} px global")

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from cellstudy.models.vit import SIZES, ChannelAgnosticViT, EncoderConfig, ViTEncoder, build_encoder
+from cellstudy.models.vit import (
+    SIZES,
+    ChannelAgnosticViT,
+    EncoderConfig,
+    ViTEncoder,
+    build_encoder,
+)
 
 P = 8
 

@@ -7,7 +7,12 @@
 
 from cellstudy.models.dino import DINO, DINOConfig
 from cellstudy.models.mae import MAE, MAEConfig
-from cellstudy.models.vit import ChannelAgnosticViT, EncoderConfig, ViTEncoder, build_encoder
+from cellstudy.models.vit import (
+    ChannelAgnosticViT,
+    EncoderConfig,
+    ViTEncoder,
+    build_encoder,
+)
 
 __all__ = [
     "DINO",

@@ -50,7 +50,7 @@ class EncoderConfig:
         choice on one GPU; ``base`` needs far more data than the sample fields.
     depth
         Number of transformer blocks; ``None`` keeps the size's standard 12. The
-        CPU profile uses 6 to halve the cost; use 12 when comparing with
+        CPU preset uses 6 to halve the cost; use 12 when comparing with
         published ViT-S/B numbers.
     patch_size
         Side of a square patch in pixels. 16 is standard at 224 px; at native

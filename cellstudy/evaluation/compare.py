@@ -1,0 +1,341 @@
+"""Comparing profiling methods on the same tasks: confidence intervals, paired tests, CRISPR–ORF agreement.
+
+Inputs are the per-unit results of :func:`cellstudy.evaluation.retrieval.run_tasks` for several methods stacked with
+a ``method`` column. A *unit* is what a task scores: a perturbation in replicate retrieval, a target
+gene in the matching tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.multitest import multipletests
+
+from cellstudy.columns import (
+    CELL_TYPE,
+    GENE,
+    GENETIC_MODALITY,
+    GENETIC_TIMEPOINT,
+    MODALITY,
+    REPLICATE_RETRIEVAL,
+    SAMPLE,
+    TARGETS,
+    TASK,
+    TASKS,
+    TIMEPOINT,
+)
+from cellstudy.evaluation.retrieval import SUMMARY_COLUMNS, MapSettings, fraction_retrieved, run_tasks
+from cellstudy.profiling.profiles import (
+    PAPER_FEATURE_SELECTION,
+    PostProcessing,
+    feature_columns,
+    gene_profiles,
+    postprocess,
+    postprocessing_for,
+)
+from cellstudy.similarity import unit_rows
+from cellstudy.stats import bootstrap_ci, paired_test
+
+METHOD = "method"
+TASK_COLUMNS = ["task", MODALITY, GENETIC_MODALITY]
+"""What a row of the method comparison is about: the task, the (compound) modality, the genetic modality."""
+UNIT_COLUMNS = [column for column in SUMMARY_COLUMNS if column != "task"]
+
+
+def task_label(frame: pd.DataFrame) -> pd.Series:
+    """One label per task and modalities: ``"replicate_retrieval / compound"``, ``"compound_gene_matching / compound–orf"``."""
+    label = frame["task"] + " / " + frame[MODALITY]
+    if GENETIC_MODALITY not in frame:
+        return label
+    genetic = frame[GENETIC_MODALITY]
+    return label.where(genetic.isna(), label + "–" + genetic.astype(object).where(genetic.notna(), "").astype(str))
+
+
+def _conditions(frame: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`SUMMARY_COLUMNS` of ``frame`` with comparable types: time points as ``Int64``, missing as ``None``."""
+    conditions = frame[SUMMARY_COLUMNS].astype(object)
+    for column in (TIMEPOINT, GENETIC_TIMEPOINT):
+        conditions[column] = pd.to_numeric(conditions[column]).astype("Int64")
+    return conditions.where(conditions.notna(), None)
+
+
+def paper_reference(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """The paper's fraction retrieved beside the task × modality rows (:data:`TASK_COLUMNS`) that ``results`` holds.
+
+    Parameters
+    ----------
+    results
+        Per-unit results (:func:`cellstudy.evaluation.retrieval.run_tasks`, any number of methods), with :data:`SUMMARY_COLUMNS`.
+    paper
+        The paper's table (:func:`cellstudy.data.published.load_paper_results`).
+
+    Returns
+    -------
+    :data:`TASK_COLUMNS` of every row of ``results``, ``paper_same_condition`` (the paper's value under the
+    row's conditions: cell type and time points; the mean if ``results`` holds several; NaN if the paper has
+    none), ``paper_min`` and ``paper_max`` (its range over all the paper's conditions of that row).
+    """
+    study = _conditions(results).drop_duplicates()
+    published = _conditions(paper).assign(fraction_retrieved=paper["fraction_retrieved"].to_numpy())
+    same = study.merge(published, on=SUMMARY_COLUMNS, how="left")
+    rows = (
+        same.groupby(TASK_COLUMNS, dropna=False, sort=True)["fraction_retrieved"].mean().rename("paper_same_condition")
+    )
+    spread = published.groupby(TASK_COLUMNS, dropna=False)["fraction_retrieved"].agg(paper_min="min", paper_max="max")
+    return rows.to_frame().join(spread).reset_index()
+
+
+def unit_ids(results: pd.DataFrame) -> pd.Series:
+    """A key naming each unit across methods: its group labels and its perturbation or target gene."""
+    sample = results[SAMPLE] if SAMPLE in results else pd.Series(pd.NA, index=results.index, dtype=object)
+    unit = sample.fillna(results[TARGETS]) if TARGETS in results else sample
+    labels = results[[c for c in UNIT_COLUMNS if c in results]].map(str).agg("|".join, axis=1)
+    return labels + "|" + unit.map(str)
+
+
+def summary_with_ci(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Fraction retrieved and mean mAP per method × task × modality, each with a bootstrap 95% CI over units."""
+    rows = []
+    for keys, units in results.groupby([METHOD, *TASK_COLUMNS], dropna=False, sort=True):
+        fraction = bootstrap_ci(units["retrieved"].astype(float), n_boot, seed)
+        average = bootstrap_ci(units["mean_average_precision"], n_boot, seed)
+        rows.append(
+            {
+                **dict(zip([METHOD, *TASK_COLUMNS], keys)),
+                "n": len(units),
+                "fraction_retrieved": fraction[0],
+                "fraction_low": fraction[1],
+                "fraction_high": fraction[2],
+                "mAP": average[0],
+                "mAP_low": average[1],
+                "mAP_high": average[2],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def paired_comparisons(
+    results: pd.DataFrame, pairs: Sequence[tuple[str, str]], n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """For each (a, b) in ``pairs`` and each task × modality: a paired test of mAP over the units both scored.
+
+    Columns: ``a``, ``b``, the task columns, and :func:`cellstudy.stats.paired_test`'s output; rows
+    with fewer than two shared units are left out.
+    """
+    keyed = results.assign(_unit=unit_ids(results))
+    rows = []
+    for a, b in pairs:
+        for keys, units in keyed[keyed[METHOD].isin([a, b])].groupby(TASK_COLUMNS, dropna=False, sort=True):
+            by_method = {m: u.set_index("_unit")["mean_average_precision"] for m, u in units.groupby(METHOD)}
+            if a not in by_method or b not in by_method or len(by_method[a].index.intersection(by_method[b].index)) < 2:
+                continue
+            test = paired_test(by_method[a], by_method[b], n_boot=n_boot, seed=seed)
+            rows.append({"a": a, "b": b, **dict(zip(TASK_COLUMNS, keys)), **test})
+    return pd.DataFrame(rows)
+
+
+def crispr_orf_similarity(
+    consensus: pd.DataFrame, n_permutations: int = 10_000, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Cosine similarity of each gene's CRISPR and ORF profiles, against unmatched CRISPR–ORF pairs.
+
+    Gene profiles are the mean of the gene's guides (CRISPR) or its ORF (:func:`cellstudy.profiling.profiles.gene_profiles`),
+    paired within a cell type (each CRISPR time point with each ORF time point). The test statistic is
+    the mean matched cosine; its null permutes which ORF gene goes with which CRISPR gene.
+
+    Returns
+    -------
+    A long table (``pair``: matched or unmatched, ``cosine``, genes, time points) and a summary dict:
+    ``n_genes``, ``mean_matched``, ``mean_unmatched``, ``p_value`` (one-sided, matched > permuted).
+    """
+    crispr, orf = gene_profiles(consensus, "crispr"), gene_profiles(consensus, "orf")
+    features = feature_columns(consensus)
+    rng = np.random.default_rng(seed)
+    tables, observed, null = [], [], []
+    for (cell_type, crispr_time), crispr_rows in crispr.groupby([CELL_TYPE, TIMEPOINT]):
+        for orf_time, orf_rows in orf[orf[CELL_TYPE] == cell_type].groupby(TIMEPOINT):
+            genes = sorted(set(crispr_rows[GENE]) & set(orf_rows[GENE]))
+            if len(genes) < 2:
+                continue
+            left = unit_rows(crispr_rows.set_index(GENE).loc[genes, features].to_numpy(dtype=float))
+            right = unit_rows(orf_rows.set_index(GENE).loc[genes, features].to_numpy(dtype=float))
+            cosines = left @ right.T
+            matched = np.eye(len(genes), dtype=bool)
+            tables.append(
+                pd.DataFrame(
+                    {
+                        CELL_TYPE: cell_type,
+                        "crispr_timepoint": crispr_time,
+                        "orf_timepoint": orf_time,
+                        "crispr_gene": np.repeat(genes, len(genes)),
+                        "orf_gene": np.tile(genes, len(genes)),
+                        "pair": np.where(matched.ravel(), "matched", "unmatched"),
+                        "cosine": cosines.ravel(),
+                    }
+                )
+            )
+            observed.append(np.diag(cosines))
+            null.append(
+                np.stack([cosines[np.arange(len(genes)), rng.permutation(len(genes))] for _ in range(n_permutations)])
+            )
+    if not tables:
+        raise ValueError("no cell type has both CRISPR and ORF profiles of at least two shared genes")
+    table = pd.concat(tables, ignore_index=True)
+    matched_mean = float(np.concatenate(observed).mean())
+    null_means = np.concatenate(null, axis=1).mean(axis=1)
+    summary = {
+        "n_genes": int(sum(len(o) for o in observed)),
+        "mean_matched": matched_mean,
+        "mean_unmatched": float(table.loc[table["pair"] == "unmatched", "cosine"].mean()),
+        "p_value": float((1 + (null_means >= matched_mean).sum()) / (1 + n_permutations)),
+    }
+    return table, summary
+
+
+SIGNIFICANCE = 0.05
+"""Threshold of the paired tests' Benjamini-Hochberg-corrected p-values."""
+VERDICTS = ("a better", "b better", "no significant difference")
+"""Verdicts of a paired comparison of methods a and b."""
+
+
+def with_verdicts(paired: pd.DataFrame, significance: float = SIGNIFICANCE) -> pd.DataFrame:
+    """:func:`paired_comparisons` with ``corrected_p_value`` (Benjamini-Hochberg over every row; a comparison
+    without a Wilcoxon p-value counts as p = 1) and ``verdict``: ``a better`` or ``b better`` where the corrected
+    p-value is below ``significance``, by the sign of the mean difference, else ``no significant difference``.
+    """
+    corrected = multipletests(paired["wilcoxon_p_value"].fillna(1.0), method="fdr_bh")[1]
+    significant = corrected < significance
+    verdict = np.select(
+        [significant & (paired["mean_difference"] > 0), significant & (paired["mean_difference"] < 0)],
+        VERDICTS[:2],
+        VERDICTS[2],
+    )
+    return paired.assign(corrected_p_value=corrected, verdict=verdict)
+
+
+def ordered(values: pd.Series) -> bool | str:
+    """Whether ``values`` never increase and the first exceeds the last (all equal, e.g. all 0, does not count);
+    ``"not testable"`` if one is missing (a task without units).
+    """
+    if values.isna().any():
+        return "not testable"
+    values = values.to_numpy()
+    return bool((np.diff(values) <= 0).all() and values[0] > values[-1])
+
+
+TASK_ORDER = list(TASKS)
+MODALITY_ORDER = ["compound", "crispr", "orf"]
+ORDERS = {"tasks harder along the chain": TASK_ORDER, "compound ≥ CRISPR ≥ ORF": MODALITY_ORDER}
+"""Claim C4's two chains: the tasks from replicates to compound-gene pairs, the modalities in replicate retrieval."""
+
+
+def task_and_modality_order(results: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the fraction retrieved of each task and of each modality in replicate retrieval, and whether
+    each chain of :data:`ORDERS` falls along it (:func:`ordered`).
+    """
+    by_task = fraction_retrieved(results, by=["method", TASK]).pivot(
+        index="method", columns=TASK, values="fraction_retrieved"
+    )
+    by_modality = fraction_retrieved(results[results[TASK] == REPLICATE_RETRIEVAL], by=["method", MODALITY]).pivot(
+        index="method", columns=MODALITY, values="fraction_retrieved"
+    )
+    order = pd.concat([by_task.reindex(columns=TASK_ORDER), by_modality.reindex(columns=MODALITY_ORDER)], axis=1)
+    for name, columns in ORDERS.items():
+        order[name] = order[columns].apply(ordered, axis=1)
+    return order
+
+
+def metric_table(
+    summary: pd.DataFrame, metric: str, low: str, high: str, methods: Sequence[str], labels: Mapping[str, str]
+) -> pd.DataFrame:
+    """``metric`` with its interval as text (``0.81 [0.75, 0.86]``), one column per method (in ``methods`` order,
+    named by ``labels``), one row per task and modality (``row``).
+    """
+    cells = summary.assign(
+        cell=[
+            f"{value:.2f} [{lower:.2f}, {upper:.2f}]" for value, lower, upper in summary[[metric, low, high]].to_numpy()
+        ]
+    )
+    return cells.pivot(index="row", columns="method", values="cell").reindex(columns=methods).rename(columns=labels)
+
+
+def with_paper_columns(fraction_table: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """:func:`metric_table` of the fraction retrieved with the paper's CellProfiler numbers beside it: the same
+    condition's, and the range over all conditions (:func:`paper_reference`, indexed by ``row``).
+    """
+    return fraction_table.assign(
+        **{
+            "paper, same condition (real)": reference["paper_same_condition"].map("{:.2f}".format),
+            "paper, all conditions (real)": reference["paper_min"].map("{:.2f}".format)
+            + "–"
+            + reference["paper_max"].map("{:.2f}".format),
+        }
+    )
+
+
+def describe_orders(order: pd.DataFrame, data_label: str) -> str:
+    """For each chain of :data:`ORDERS`, the methods (index of :func:`task_and_modality_order`) for which it holds,
+    fails, or cannot be tested.
+    """
+
+    def methods_where(column: str, value: object) -> str:
+        return ", ".join(name for name, v in order[column].items() if v == value) or "none"
+
+    return f"On the {data_label} screen:\n\n" + "\n".join(
+        f"- {name}: holds for {methods_where(name, True)}; fails for {methods_where(name, False)}; "
+        f"not testable (a task without units) for {methods_where(name, 'not testable')}."
+        for name in ORDERS
+    )
+
+
+def describe_pair(paired: pd.DataFrame, a: str, b: str, labels: Mapping[str, str]) -> str:
+    """How often method ``a`` beat ``b``, and the reverse, over the task × modality rows of :func:`with_verdicts`."""
+    part = paired[(paired["a"] == a) & (paired["b"] == b)]
+    if part.empty:
+        return f"- {labels[a]} vs {labels[b]}: no task with at least two shared units."
+    counts = part["verdict"].value_counts()
+    return (
+        f"- {labels[a]} vs {labels[b]}: {labels[a]} significantly better in {counts.get('a better', 0)}, "
+        f"{labels[b]} in {counts.get('b better', 0)}, no significant difference in "
+        f"{counts.get('no significant difference', 0)} of {len(part)} task × modality rows."
+    )
+
+
+ABLATION_VARIANTS = {
+    "none": PostProcessing(variance_filter=False, sphering=False, robustize_per_plate=False),
+    "MAD": PostProcessing(variance_filter=False, sphering=False),
+    "sphering": PostProcessing(robustize_per_plate=False),
+    "sphering + MAD": PostProcessing(),
+    "MAD + feature selection": PostProcessing(
+        variance_filter=False, sphering=False, feature_selection=PAPER_FEATURE_SELECTION
+    ),
+}
+"""The post-processing variants of the ablation: each step alone, together, and the paper's feature selection."""
+
+
+def postprocessing_ablation(
+    raw: Mapping[str, pd.DataFrame],
+    results: pd.DataFrame,
+    map_settings: MapSettings,
+    labels: Mapping[str, str],
+    variants: Mapping[str, PostProcessing] = ABLATION_VARIANTS,
+) -> pd.DataFrame:
+    """Fraction retrieved and mAP per task of each method's ``raw`` well profiles under every variant; the variant
+    a method gets in the main table (:func:`cellstudy.profiling.profiles.postprocessing_for`) reuses its
+    ``results`` and is marked ``in_main_table``.
+    """
+    rows = []
+    for method, table in raw.items():
+        for variant, config in variants.items():
+            used = config == postprocessing_for(method)
+            scores = (
+                results[results["method"] == method] if used else run_tasks(postprocess(table, config), map_settings)
+            )
+            rows.append(
+                fraction_retrieved(scores, by=[TASK]).assign(
+                    method=labels[method], post_processing=variant, in_main_table=used
+                )
+            )
+    return pd.concat(rows, ignore_index=True)

@@ -1,0 +1,559 @@
+"""Retrieval evaluation of profiles with copairs: the CPJUMP1 paper's three tasks.
+
+The pair rules follow the paper's copairs notebook (``../shared/study-design.md``):
+
+=====================  ==========================================  ===========================  ============
+task                   positives                                   negatives                    similarity
+=====================  ==========================================  ===========================  ============
+replicate retrieval    same ``Metadata_broad_sample``              negcon wells, same plate     cosine
+sister matching        a shared target (compounds: ``target_list``  no shared target            abs. cosine
+                       split on ``|``; CRISPR: the gene)                                        (compounds)
+compound-gene          a shared target, other modality             no shared target, other      abs. cosine
+                                                                   modality
+=====================  ==========================================  ===========================  ============
+
+Each task runs per group (cell type x modality x time point; compound-gene: a
+compound group against a genetic group of the same cell type), scores the
+average precision (AP) of every query profile, averages it per unit (the
+perturbation for replicate retrieval; the target gene for the matching tasks,
+as the paper), compares each mean AP (mAP) with a permutation null of
+``null_size`` draws, and corrects the p-values with Benjamini-Hochberg within
+the group. A unit is *retrieved* when its corrected p-value is below the
+threshold; :func:`fraction_retrieved` gives their share.
+
+Ties: copairs ranks a positive whose similarity equals a negative's before it
+(ties resolved optimistically); scikit-learn's ``average_precision_score``
+treats tied scores as one threshold. The two agree when similarities are distinct.
+
+Speed: copairs finds the pairs and ranks them; the similarities come from one
+matrix product per group, handed to copairs through its callable-distance hook
+(copairs' own per-pair computation was the bottleneck at CPJUMP1 size), and the
+permutation nulls are drawn here (:func:`null_average_precisions`), with the
+same test as copairs' ``mean_average_precision`` but about a hundred times
+faster for small numbers of positives, and seeded per configuration so that a
+group's numbers do not depend on the other groups.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from copairs import map as copairs_map
+from copairs.matching import UnpairedException
+from statsmodels.stats.multitest import multipletests
+from tqdm import tqdm
+
+from cellstudy.columns import (
+    CELL_TYPE,
+    COMPOUND_GENE_MATCHING,
+    GENE,
+    GENETIC_MODALITIES,
+    GENETIC_MODALITY,
+    GENETIC_TIMEPOINT,
+    MODALITY,
+    NEGCON,
+    PERT_TYPE,
+    PLATE,
+    REPLICATE_RETRIEVAL,
+    SAMPLE,
+    SISTER_MATCHING,
+    SUMMARY_COLUMNS,
+    TARGET_LIST,
+    TARGETS,
+    TIMEPOINT,
+    WELL,
+)
+from cellstudy.data import cpjump1
+from cellstudy.profiling.profiles import consensus, feature_columns, metadata_columns
+from cellstudy.similarity import cosine_similarity
+
+GROUP_COLUMNS = [CELL_TYPE, MODALITY, TIMEPOINT]
+"""A task runs, and corrects for multiple testing, within each group of these columns."""
+SCORE_COLUMNS = ["n_profiles", "mean_average_precision", "p_value", "corrected_p_value", "retrieved"]
+"""Per-unit result columns of every task."""
+"""Modalities of the genetic side of compound-gene matching."""
+_ROW = "_profile_row"
+TIE_TOLERANCE = 1e-9
+"""Null mAPs closer than this to the observed mAP are ties (floating-point noise), not greater."""
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """Significance test settings shared by the tasks.
+
+    Parameters
+    ----------
+    null_size
+        Draws in each permutation null (the paper: 100,000).
+    threshold
+        A unit is retrieved when its BH-corrected p-value is below this.
+    seed
+        Seed of the null distributions.
+    batch_size
+        Profile pairs per similarity look-up batch in copairs.
+    """
+
+    null_size: int = 100_000
+    threshold: float = 0.05
+    seed: int = 0
+    batch_size: int = 20_000
+
+
+@dataclass(frozen=True)
+class PairRule:
+    """A copairs pair definition: which profile pairs are positives and negatives, and how they are compared.
+
+    Parameters
+    ----------
+    pos_sameby, pos_diffby
+        Positive pairs share every ``pos_sameby`` value and differ in every ``pos_diffby`` value.
+    neg_sameby, neg_diffby
+        Negative pairs share every ``neg_sameby`` value and differ in every ``neg_diffby`` value.
+    distance
+        ``"cosine"``, or ``"abs_cosine"`` (absolute cosine: anti-correlation counts as similarity).
+    multilabel
+        A list-valued column in which "same" means "share an element" and "differ" "share none".
+    """
+
+    pos_sameby: tuple[str, ...]
+    pos_diffby: tuple[str, ...]
+    neg_sameby: tuple[str, ...]
+    neg_diffby: tuple[str, ...]
+    distance: str = "cosine"
+    multilabel: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.distance not in ("cosine", "abs_cosine"):
+            raise ValueError(f"distance must be 'cosine' or 'abs_cosine', got {self.distance!r}")
+
+    @property
+    def columns(self) -> list[str]:
+        """Every metadata column the rule reads."""
+        every = (*self.pos_sameby, *self.pos_diffby, *self.neg_sameby, *self.neg_diffby)
+        return list(dict.fromkeys(every))
+
+
+REPLICATE_RULE = PairRule(pos_sameby=(SAMPLE,), pos_diffby=(), neg_sameby=(PLATE,), neg_diffby=(NEGCON,))
+"""Replicates of a perturbation against the negative controls of the query's plate."""
+COMPOUND_SISTER_RULE = PairRule((TARGETS,), (), (), (TARGETS,), distance="abs_cosine", multilabel=TARGETS)
+"""Compounds sharing a target, compared by absolute cosine."""
+CRISPR_SISTER_RULE = PairRule((TARGETS,), (), (), (TARGETS,), distance="cosine", multilabel=TARGETS)
+"""Guides of the same gene, compared by cosine."""
+SISTER_RULES = {"compound": COMPOUND_SISTER_RULE, "crispr": CRISPR_SISTER_RULE}
+"""Sister matching rule per modality; ORF plates have one construct per gene, hence no sisters."""
+COMPOUND_GENE_RULE = PairRule(
+    (TARGETS,), (MODALITY,), (), (TARGETS, MODALITY), distance="abs_cosine", multilabel=TARGETS
+)
+"""A compound and a genetic perturbation of one of its targets; pairs within a modality are never used."""
+
+
+def _require_columns(table: pd.DataFrame, columns: Iterable[str], name: str) -> None:
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise ValueError(f"{name} lack column(s) {missing}")
+
+
+def _similarity_lookup(values: np.ndarray, absolute: bool) -> tuple[np.ndarray, Callable]:
+    """Row indices to hand copairs as "features", and a copairs distance that looks up their cosine similarity.
+
+    copairs gathers the "feature" rows of each pair and passes them to the
+    distance; the rows here are profile indices, so one matrix product serves
+    every pair.
+    """
+    cosine = cosine_similarity(values, values)
+    similarity = np.abs(cosine) if absolute else cosine
+
+    def lookup(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        return similarity[first[:, 0].astype(np.intp), second[:, 0].astype(np.intp)]
+
+    return np.arange(len(values), dtype=float)[:, None], lookup
+
+
+def _feature_values(profiles: pd.DataFrame) -> np.ndarray:
+    """The feature matrix, checked to be finite and without all-zero rows (which have no cosine)."""
+    values = profiles[feature_columns(profiles)].to_numpy(dtype=float)
+    bad = ~np.isfinite(values).all(axis=1) | ~values.any(axis=1)
+    if bad.any():
+        rows = profiles.loc[bad, [c for c in (PLATE, WELL, SAMPLE) if c in profiles.columns]]
+        raise ValueError(f"{bad.sum()} profile(s) are all zero or not finite, e.g. {rows.head(3).to_dict('records')}")
+    return values
+
+
+def _shares_label(labels: pd.Series) -> np.ndarray:
+    """Square boolean matrix: do two rows' label lists share an element?"""
+    vocabulary = {label: i for i, label in enumerate(sorted(set(labels.explode().dropna())))}
+    indicator = np.zeros((len(labels), len(vocabulary)))
+    for row, listed in enumerate(labels):
+        indicator[row, [vocabulary[label] for label in listed]] = 1
+    return indicator @ indicator.T > 0
+
+
+def _partners(
+    profiles: pd.DataFrame, sameby: Sequence[str], diffby: Sequence[str], multilabel: str | None
+) -> np.ndarray:
+    """Square boolean matrix of the pairs that share every ``sameby`` value and differ in every ``diffby`` value."""
+    partners = ~np.eye(len(profiles), dtype=bool)
+    for column in (*sameby, *diffby):
+        if column == multilabel:
+            same = _shares_label(profiles[column])
+        else:
+            values = profiles[column].to_numpy()
+            same = values[:, None] == values[None, :]
+        partners &= same if column in sameby else ~same
+    return partners
+
+
+def _with_negatives(profiles: pd.DataFrame, rule: PairRule) -> pd.DataFrame:
+    """Drop, repeatedly, the profiles that have a positive but no negative partner under a multilabel ``rule``.
+
+    copairs' multilabel AP assumes every query has a negative; one without
+    would silently be given another profile's negatives.
+    """
+    while True:
+        positive = _partners(profiles, rule.pos_sameby, rule.pos_diffby, rule.multilabel).any(axis=1)
+        negative = _partners(profiles, rule.neg_sameby, rule.neg_diffby, rule.multilabel).any(axis=1)
+        lonely = positive & ~negative
+        if not lonely.any():
+            return profiles
+        names = profiles.loc[lonely, SAMPLE].tolist() if SAMPLE in profiles.columns else int(lonely.sum())
+        warnings.warn(f"profile(s) {names} have positives but no negative partner; left out", stacklevel=4)
+        profiles = profiles[~lonely]
+
+
+def average_precisions(profiles: pd.DataFrame, rule: PairRule, settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """AP of every query profile under ``rule`` (copairs).
+
+    Returns
+    -------
+    The profiles' metadata with ``average_precision``, ``n_pos_pairs`` and
+    ``n_total_pairs``; one row per profile, or for a multilabel rule one row per
+    profile and label it shares with another profile (the label replaces the
+    list in the multilabel column). Profiles without a positive have a missing
+    AP; for a multilabel rule, profiles without a negative are left out.
+
+    Raises
+    ------
+    copairs.matching.UnpairedException
+        No positive or no negative pair exists.
+    ValueError
+        A rule column is absent, or a profile is all zero or not finite.
+    """
+    _require_columns(profiles, rule.columns, "profiles")
+    if rule.multilabel is not None:
+        profiles = _with_negatives(profiles, rule)
+    metadata = profiles[rule.columns].reset_index(drop=True).assign(**{_ROW: np.arange(len(profiles))})
+    index, lookup = _similarity_lookup(_feature_values(profiles), absolute=rule.distance == "abs_cosine")
+    arguments = {
+        "pos_sameby": list(rule.pos_sameby),
+        "pos_diffby": list(rule.pos_diffby),
+        "neg_sameby": list(rule.neg_sameby),
+        "neg_diffby": list(rule.neg_diffby),
+        "batch_size": settings.batch_size,
+        "distance": lookup,
+        "progress_bar": False,
+    }
+    if rule.multilabel is None:
+        scores = copairs_map.average_precision(metadata, index, **arguments)
+    else:
+        scores = copairs_map.multilabel.average_precision(metadata, index, multilabel_col=rule.multilabel, **arguments)
+    scores = scores.reset_index(drop=True)
+    context = [column for column in metadata_columns(profiles) if column not in rule.columns]
+    rows = profiles[context].iloc[scores.pop(_ROW).to_numpy()].reset_index(drop=True)
+    return pd.concat([rows, scores], axis=1)
+
+
+def _random_ranks(n_positives: int, n_candidates: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` sorted draws of ``n_positives`` distinct 0-based ranks among ``n_candidates``.
+
+    Floyd's algorithm, vectorised over draws, costs ``size * n_positives**2``;
+    for many positives a partial sort of random keys (``size * n_candidates``) is cheaper.
+    """
+    if n_positives**2 <= 8 * n_candidates:
+        ranks = np.empty((size, n_positives), dtype=np.int64)
+        for i, last in enumerate(range(n_candidates - n_positives, n_candidates)):
+            draw = rng.integers(0, last + 1, size=size)
+            taken = (ranks[:, :i] == draw[:, None]).any(axis=1)
+            ranks[:, i] = np.where(taken, last, draw)
+    else:
+        keys = rng.random((size, n_candidates))
+        ranks = np.argpartition(keys, n_positives - 1, axis=1)[:, :n_positives]
+    return np.sort(ranks, axis=1)
+
+
+def null_average_precisions(n_positives: int, n_candidates: int, size: int, seed: int) -> np.ndarray:
+    """AP of ``size`` uniformly random rankings of ``n_candidates`` items with ``n_positives`` positives.
+
+    The permutation null of one query, as copairs' ``random_ap``; seeded by
+    ``(seed, n_positives, n_candidates)``.
+    """
+    rng = np.random.default_rng([seed, n_positives, n_candidates])
+    ranks = _random_ranks(n_positives, n_candidates, size, rng)
+    return (np.arange(1, n_positives + 1) / (ranks + 1)).mean(axis=1)
+
+
+def mean_average_precisions(ap: pd.DataFrame, unit: str, settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """MAP per ``unit`` value, its permutation p-value, BH-corrected p-value and retrieval call.
+
+    The test is copairs' ``mean_average_precision``: the null of a mAP is the
+    mean of its queries' nulls (:func:`null_average_precisions`);
+    ``p = (#{null > mAP} + 1) / (null_size + 1)``; Benjamini-Hochberg over the
+    units of ``ap``. The nulls are discrete: a null value within
+    :data:`TIE_TOLERANCE` of the mAP is a tie and does not count as greater
+    (copairs compares in float32, so rounding decides its ties).
+
+    Parameters
+    ----------
+    ap
+        Output of :func:`average_precisions`; queries without a positive are ignored.
+    unit
+        The column whose values are averaged over.
+
+    Returns
+    -------
+    Columns ``unit`` and :data:`SCORE_COLUMNS`; ``n_profiles`` counts the
+    queries behind each mAP.
+    """
+    scored = ap[ap["average_precision"].notna() & (ap["n_pos_pairs"] > 0)].reset_index(drop=True)
+    if scored.empty:
+        return pd.DataFrame(columns=[unit, *SCORE_COLUMNS])
+    configurations, which = np.unique(
+        scored[["n_pos_pairs", "n_total_pairs"]].to_numpy(dtype=np.int64), axis=0, return_inverse=True
+    )
+    nulls = np.stack([null_average_precisions(k, n, settings.null_size, settings.seed) for k, n in configurations])
+    rows = []
+    for value, members in scored.groupby(unit, sort=True).indices.items():
+        observed = scored["average_precision"].to_numpy()[members].mean()
+        null = nulls[which.ravel()[members]].mean(axis=0)
+        p_value = ((null > observed + TIE_TOLERANCE).sum() + 1) / (settings.null_size + 1)
+        rows.append((value, len(members), observed, p_value))
+    scores = pd.DataFrame(rows, columns=[unit, "n_profiles", "mean_average_precision", "p_value"])
+    scores["corrected_p_value"] = multipletests(scores["p_value"], method="fdr_bh")[1]
+    scores["retrieved"] = scores["corrected_p_value"] < settings.threshold
+    return scores
+
+
+Group = tuple[dict[str, object], pd.DataFrame, PairRule]
+"""One unit of work: its labels (column -> value), its profiles, its pair rule."""
+
+
+def _score_groups(
+    groups: Iterable[Group],
+    unit: str,
+    settings: MapSettings,
+    task: str,
+    keep_queries: Callable[[pd.DataFrame], pd.Series] | None = None,
+) -> pd.DataFrame:
+    """Run copairs on every group; one row per unit and group, labelled with the group and ``task``."""
+    tables = []
+    for labels, profiles, rule in tqdm(list(groups), desc=task, leave=False):
+        try:
+            ap = average_precisions(profiles, rule, settings)
+        except UnpairedException:
+            warnings.warn(f"{task}: no positive or negative pair in group {labels}; group skipped", stacklevel=3)
+            continue
+        if keep_queries is not None:
+            ap = ap[keep_queries(ap)]
+        tables.append(mean_average_precisions(ap, unit, settings).assign(**labels))
+    label_columns = list(tables[0].columns.difference([unit, *SCORE_COLUMNS], sort=False)) if tables else []
+    result = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[unit, *SCORE_COLUMNS])
+    result.insert(0, "task", task)
+    return result[["task", *label_columns, unit, *SCORE_COLUMNS]]
+
+
+def _groups(profiles: pd.DataFrame, columns: Sequence[str]) -> Iterator[tuple[dict[str, object], pd.DataFrame]]:
+    """(labels, rows) per distinct value of ``columns``."""
+    for keys, rows in profiles.groupby(list(columns), sort=True):
+        yield dict(zip(columns, keys)), rows
+
+
+def _without_empty(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Drop wells without a perturbation: missing ``broad_sample`` or ``pert_type`` ``"empty"``."""
+    empty = profiles[SAMPLE].isna()
+    if PERT_TYPE in profiles.columns:
+        empty |= profiles[PERT_TYPE] == cpjump1.EMPTY_WELL
+    return profiles[~empty]
+
+
+def replicate_retrieval(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """Replicate retrieval: can each perturbation's wells find each other among its plate's negative controls?
+
+    Parameters
+    ----------
+    profiles
+        Well-level profiles with :data:`GROUP_COLUMNS`, ``Metadata_Plate``,
+        ``Metadata_negcon`` and ``Metadata_broad_sample``; empty wells are
+        dropped, negative controls serve as negatives only (they are not queries).
+
+    Returns
+    -------
+    One row per group and perturbation: ``task``, :data:`GROUP_COLUMNS`,
+    ``Metadata_broad_sample``, :data:`SCORE_COLUMNS`.
+    """
+    _require_columns(profiles, [*GROUP_COLUMNS, PLATE, NEGCON, SAMPLE], "profiles")
+    wells = _without_empty(profiles)
+    groups = ((labels, rows, REPLICATE_RULE) for labels, rows in _groups(wells, GROUP_COLUMNS))
+    return _score_groups(groups, SAMPLE, settings, REPLICATE_RETRIEVAL, keep_queries=lambda ap: ~ap[NEGCON])
+
+
+def retrieved_only(consensus_profiles: pd.DataFrame, replicate_results: pd.DataFrame) -> pd.DataFrame:
+    """The consensus profiles of perturbations retrieved in replicate retrieval (same group and sample)."""
+    keys = [*GROUP_COLUMNS, SAMPLE]
+    _require_columns(replicate_results, [*keys, "retrieved"], "replicate results")
+    retrieved = replicate_results.loc[replicate_results["retrieved"].astype(bool), keys].drop_duplicates()
+    return consensus_profiles.merge(retrieved, on=keys, how="inner")
+
+
+def matchable(consensus_profiles: pd.DataFrame, replicate_results: pd.DataFrame | None) -> pd.DataFrame:
+    """Perturbations a matching task uses, with their :data:`TARGETS` lists.
+
+    Drops empty wells, negative controls, perturbations without a target and,
+    when ``replicate_results`` is given, those not retrieved there (the paper
+    matches only replicable perturbations). :data:`TARGETS` is
+    ``Metadata_target_list`` split on ``|``.
+    """
+    _require_columns(consensus_profiles, [*GROUP_COLUMNS, SAMPLE, NEGCON, TARGET_LIST], "consensus profiles")
+    profiles = _without_empty(consensus_profiles)
+    profiles = profiles[~profiles[NEGCON] & profiles[TARGET_LIST].notna()]
+    if replicate_results is not None:
+        profiles = retrieved_only(profiles, replicate_results)
+    targets = profiles[TARGET_LIST].str.split(cpjump1.TARGET_SEPARATOR)
+    return profiles.assign(**{TARGETS: targets}).reset_index(drop=True)
+
+
+def _genes_with_sisters(guides: pd.DataFrame) -> pd.DataFrame:
+    """Guides whose gene has another guide in the table (the paper drops genes with one replicable guide)."""
+    counts = guides[GENE].map(guides[GENE].value_counts())
+    return guides[counts > 1]
+
+
+def sister_matching(
+    consensus_profiles: pd.DataFrame,
+    replicate_results: pd.DataFrame | None = None,
+    settings: MapSettings = MapSettings(),
+) -> pd.DataFrame:
+    """Sister matching: do perturbations of the same target find each other?
+
+    Compounds match on any shared target (absolute cosine); CRISPR guides on
+    their gene (cosine), genes left with a single guide removed; ORF groups are
+    skipped (one construct per gene). See :func:`matchable` for which
+    perturbations take part.
+
+    Returns
+    -------
+    One row per group and target gene: ``task``, :data:`GROUP_COLUMNS`,
+    :data:`TARGETS` (the gene), :data:`SCORE_COLUMNS`.
+    """
+    profiles = matchable(consensus_profiles, replicate_results)
+
+    def groups() -> Iterator[Group]:
+        for labels, rows in _groups(profiles, GROUP_COLUMNS):
+            modality = labels[MODALITY]
+            if modality == "crispr":
+                _require_columns(rows, [GENE], "CRISPR consensus profiles")
+                rows = _genes_with_sisters(rows)
+            if modality in SISTER_RULES:
+                yield labels, rows, SISTER_RULES[modality]
+
+    return _score_groups(groups(), TARGETS, settings, SISTER_MATCHING)
+
+
+def _restrict_targets(compounds: pd.DataFrame, genes: set[str]) -> pd.DataFrame:
+    """Compounds with their target lists cut to ``genes``; compounds left with none dropped."""
+    targets = compounds[TARGETS].map(lambda listed: [gene for gene in listed if gene in genes])
+    return compounds.assign(**{TARGETS: targets})[targets.str.len() > 0]
+
+
+def compound_gene_matching(
+    compound_consensus: pd.DataFrame,
+    genetic_consensus: pd.DataFrame,
+    replicate_results: pd.DataFrame | None = None,
+    settings: MapSettings = MapSettings(),
+) -> pd.DataFrame:
+    """Compound-gene matching: does a compound find genetic perturbations of its targets, and vice versa?
+
+    Every compound group (cell type, time point) is matched against every
+    genetic group (CRISPR or ORF, time point) of the same cell type. Compound
+    target lists are cut to the genes perturbed in the genetic group; positives
+    share a target and differ in modality, negatives differ in both; absolute
+    cosine. See :func:`matchable` for which perturbations take part.
+
+    Returns
+    -------
+    One row per group pair and target gene: ``task``, :data:`GROUP_COLUMNS`
+    (of the compounds), ``Metadata_genetic_modality``, ``Metadata_genetic_timepoint``,
+    :data:`TARGETS` (the gene), :data:`SCORE_COLUMNS`.
+
+    Raises
+    ------
+    ValueError
+        The two tables have different feature columns.
+    """
+    compounds = matchable(compound_consensus, replicate_results)
+    genetic = matchable(genetic_consensus, replicate_results)
+    compounds = compounds[compounds[MODALITY] == "compound"]
+    genetic = genetic[genetic[MODALITY].isin(GENETIC_MODALITIES)]
+    if feature_columns(compounds) != feature_columns(genetic):
+        raise ValueError("compound and genetic consensus profiles have different feature columns")
+
+    def groups() -> Iterator[Group]:
+        for compound_labels, compound_rows in _groups(compounds, GROUP_COLUMNS):
+            same_cell = genetic[genetic[CELL_TYPE] == compound_labels[CELL_TYPE]]
+            for genetic_labels, genetic_rows in _groups(same_cell, [MODALITY, TIMEPOINT]):
+                perturbed = set(genetic_rows[TARGETS].explode())
+                labels = {
+                    **compound_labels,
+                    GENETIC_MODALITY: genetic_labels[MODALITY],
+                    GENETIC_TIMEPOINT: genetic_labels[TIMEPOINT],
+                }
+                rows = pd.concat([_restrict_targets(compound_rows, perturbed), genetic_rows], ignore_index=True)
+                yield labels, rows, COMPOUND_GENE_RULE
+
+    return _score_groups(groups(), TARGETS, settings, COMPOUND_GENE_MATCHING)
+
+
+def run_tasks(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """The three CPJUMP1 tasks on post-processed well-level profiles, as the paper chains them.
+
+    Replicate retrieval on the wells; median consensus per perturbation; sister matching and
+    compound–gene matching on the consensus profiles of the perturbations retrieved as replicable.
+    Returns the per-unit results of all three tasks in one table (column ``task``).
+    """
+    replicates = replicate_retrieval(profiles, settings)
+    consensus_profiles = consensus(profiles)
+    sisters = sister_matching(consensus_profiles, replicates, settings)
+    matches = compound_gene_matching(consensus_profiles, consensus_profiles, replicates, settings)
+    results = pd.concat([replicates, sisters, matches], ignore_index=True)
+    missing = {column: pd.NA for column in SUMMARY_COLUMNS if column not in results.columns}
+    return results.assign(**missing)  # a task with no testable unit adds no columns of its own
+
+
+def fraction_retrieved(results: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
+    """Share of retrieved units per group, with the mean of their mAPs.
+
+    Parameters
+    ----------
+    results
+        Output of one task, or several concatenated.
+    by
+        Grouping columns; default the :data:`SUMMARY_COLUMNS` present in ``results``.
+
+    Returns
+    -------
+    ``by`` columns, ``n`` (units tested), ``fraction_retrieved``, ``mean_average_precision``.
+    """
+    by = [column for column in SUMMARY_COLUMNS if column in results.columns] if by is None else list(by)
+    _require_columns(results, [*by, "retrieved", "mean_average_precision"], "results")
+    return (
+        results.assign(retrieved=results["retrieved"].astype(float))
+        .groupby(by, dropna=False, sort=True)
+        .agg(
+            n=("retrieved", "size"),
+            fraction_retrieved=("retrieved", "mean"),
+            mean_average_precision=("mean_average_precision", "mean"),
+        )
+        .reset_index()
+    )

@@ -1,0 +1,70 @@
+"""Statistics shared by the study: bootstrap intervals and paired tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
+
+
+def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator, chunk: int = 1000) -> np.ndarray:
+    """Means of ``n_boot`` resamples (with replacement) of ``values``, drawn in chunks to bound memory."""
+    means = [
+        values[rng.integers(0, len(values), size=(min(chunk, n_boot - start), len(values)))].mean(axis=1)
+        for start in range(0, n_boot, chunk)
+    ]
+    return np.concatenate(means)
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray | pd.Series, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of ``values`` (per-perturbation mAPs, or retrieved booleans for a fraction) and its percentile bootstrap CI.
+
+    Returns
+    -------
+    ``(mean, low, high)``.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    means = _bootstrap_means(values, n_boot, np.random.default_rng(seed))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(values.mean()), float(low), float(high)
+
+
+def paired_test(
+    a: pd.Series, b: pd.Series, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float]:
+    """Compare two methods on the perturbations both scored (matched by index).
+
+    Returns
+    -------
+    ``n`` (matched perturbations), ``mean_a``, ``mean_b``, ``mean_difference``
+    (a - b) with its paired-bootstrap CI ``ci_low``, ``ci_high``, and the
+    two-sided Wilcoxon signed-rank ``wilcoxon_statistic`` and ``wilcoxon_p_value``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two perturbations are in both ``a`` and ``b``.
+    """
+    common = a.index.intersection(b.index)
+    if len(common) < 2:
+        raise ValueError(f"paired_test needs at least two matched perturbations, found {len(common)}")
+    first, second = a.loc[common].to_numpy(dtype=float), b.loc[common].to_numpy(dtype=float)
+    difference, low, high = bootstrap_ci(first - second, n_boot, seed, confidence)
+    statistic, p_value = wilcoxon(first, second)
+    return {
+        "n": len(common),
+        "mean_a": float(first.mean()),
+        "mean_b": float(second.mean()),
+        "mean_difference": difference,
+        "ci_low": low,
+        "ci_high": high,
+        "wilcoxon_statistic": float(statistic),
+        "wilcoxon_p_value": float(p_value),
+    }

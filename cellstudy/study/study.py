@@ -1,0 +1,311 @@
+"""The study object a notebook makes once from its papermill parameters and then calls.
+
+:class:`Study` holds a run size (:mod:`cellstudy.study.runsize`), the build folder and the data root, and
+answers everything a notebook asks of them: where each input and result lives, the settings of each
+step at this size, the label of the data (simulated or CPJUMP1), and an atomic save of every table and
+figure. In a notebook::
+
+    study = Study.create(run_size, build_dir, data_dir, notebook="06_evaluation")
+    study.save_table(summary, "summary")          # build/results/06_evaluation/summary.csv
+    study.save_figure(fig, "methods", summary)     # build/figures/06_evaluation_methods.png + .csv
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+from cellstudy.applications.label_efficiency import LabelEfficiencyConfig
+from cellstudy.data import gallery
+from cellstudy.data.fieldstore import FIELD_KEY, FieldStore, read_field_table, write_field_table
+from cellstudy.data.sources import data_root, metadata_folder
+from cellstudy.evaluation.retrieval import MapSettings
+from cellstudy.files import atomic_path
+from cellstudy.profiling import embed
+from cellstudy.simulation import simulate
+from cellstudy.study import plots
+from cellstudy.study.runsize import RunSize, run_size
+from cellstudy.training import distributed, train
+
+PROFILING_METHODS = {
+    "dino": "DINO",
+    "mae": "MAE",
+    "random_vit": "random ViT",
+    "pixel_stats": "pixel statistics",
+    "classical": "classical",
+    "oracle": "oracle",
+}
+"""The profiling methods compared, each with its label in figures and text: the embedding notebook writes
+one well-profile table per method, the evaluation notebook scores them."""
+QUERY_METHODS = ("dino", "mae", "classical", "oracle")
+"""Profiles the applications notebook queries (the learned ones, the classical baseline, the planted oracle)."""
+CLASSICAL_WELLS = "classical_wells.csv"
+"""File name of the classical well profiles: cp-measure's of the simulated screen, or the published
+CellProfiler profiles of the downloaded plates."""
+TRAINING_FIELDS = "training_fields.csv"
+"""Field table of a pre-training run from disk, written to its model folder for the ``torchrun`` processes."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """One run of the study: its size, its build folder, its data, and the notebook asking.
+
+    Parameters
+    ----------
+    size
+        The run size.
+    build_dir
+        Where every step writes (simulated screen, downloads, models, profiles, results, figures).
+    data_root
+        The study's real data (:func:`cellstudy.data.sources.data_root`).
+    notebook
+        Name of the notebook using it (``06_evaluation``): the folder of its results and the prefix of its figures.
+    """
+
+    size: RunSize
+    build_dir: Path
+    data_root: Path
+    notebook: str = "study"
+
+    @classmethod
+    def create(
+        cls,
+        size: str | RunSize,
+        build_dir: str | Path = "../build",
+        data_dir: str | Path | None = None,
+        notebook: str = "study",
+    ) -> Study:
+        """The study of a notebook's papermill parameters (``size`` a run size name or a :class:`RunSize`)."""
+        return cls(run_size(size), Path(build_dir), data_root(data_dir), notebook)
+
+    # --- the data -------------------------------------------------------------------------------------
+    @property
+    def real_screen(self) -> bool:
+        """Whether the study's screen is the real CPJUMP1 plates (downloaded) rather than the simulation."""
+        return self.size.gallery is not None
+
+    @property
+    def data_label(self) -> str:
+        """``CPJUMP1`` or ``simulated``: how every figure and table names the data it shows."""
+        return "CPJUMP1" if self.real_screen else "simulated"
+
+    @property
+    def screen_label(self) -> str:
+        """``CPJUMP1 screen`` or ``simulated screen``."""
+        return f"{self.data_label} screen"
+
+    @cached_property
+    def metadata_dir(self) -> Path:
+        """The CPJUMP1 design tables (downloaded from the manifest's URLs where missing)."""
+        return metadata_folder(self.data_root)
+
+    # --- folders --------------------------------------------------------------------------------------
+    @property
+    def figures_dir(self) -> Path:
+        """Every figure, named after its notebook, with its source data as CSV beside it."""
+        return self.build_dir / "figures"
+
+    @property
+    def results_dir(self) -> Path:
+        """The result tables of the notebook asking."""
+        return self.build_dir / "results" / self.notebook
+
+    @property
+    def simulation_dir(self) -> Path:
+        """The simulated screen (written by the simulated-benchmark notebook)."""
+        return self.build_dir / "simulated"
+
+    @property
+    def gallery_dir(self) -> Path:
+        """The Cell Painting Gallery downloads (images in ``<barcode>/``, field table, profiles)."""
+        return self.build_dir / "gallery"
+
+    @property
+    def profiles_dir(self) -> Path:
+        """The well-profile tables (written by the embedding notebook)."""
+        return self.build_dir / "profiles"
+
+    @property
+    def mask_sweep_dir(self) -> Path:
+        """One MAE model per ratio of the mask-ratio sweep."""
+        return self.build_dir / "models" / "mask_sweep"
+
+    def model_dir(self, method: str, real_fields: bool = False) -> Path:
+        """A pre-trained model: ``models/<method>`` (``models/<method>_real`` for the ten real fields)."""
+        return self.build_dir / "models" / (f"{method}_real" if real_fields else method)
+
+    def well_profiles_path(self, method: str, processed: bool = False) -> Path:
+        """``<method>_wells.csv`` as the method makes them; ``<method>_wells_processed.csv`` post-processed."""
+        if method not in PROFILING_METHODS:
+            raise ValueError(f"unknown profiling method {method!r}; choose one of {list(PROFILING_METHODS)}")
+        return self.profiles_dir / (f"{method}_wells_processed.csv" if processed else f"{method}_wells.csv")
+
+    def consensus_profiles_path(self, method: str) -> Path:
+        """The consensus profiles (one row per perturbation, post-processed), for ``cellstudy query``."""
+        return self.well_profiles_path(method).with_name(f"{method}_consensus.csv")
+
+    def classical_wells_path(self) -> Path:
+        """The classical well profiles: cp-measure's beside the simulated screen, or the published CellProfiler
+        profiles of the downloaded plates.
+        """
+        return (self.gallery_dir if self.real_screen else self.simulation_dir) / CLASSICAL_WELLS
+
+    # --- saving and reading ---------------------------------------------------------------------------
+    def save_table(self, table: pd.DataFrame, name: str, index: bool = False) -> Path:
+        """Write ``table`` to ``<results_dir>/<name>.csv`` atomically; returns the path."""
+        path = self.results_dir / f"{name}.csv"
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=index)
+        return path
+
+    def save_csv(self, table: pd.DataFrame, path: Path, index: bool = False) -> Path:
+        """Write ``table`` to ``path`` (an input of a later step, e.g. well profiles) atomically."""
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=index)
+        return path
+
+    def save_figure(self, fig: plt.Figure, name: str, data: pd.DataFrame | None) -> Path:
+        """Save ``fig`` as ``<notebook>_<name>.png`` in :attr:`figures_dir` with its source data beside it."""
+        return plots.save_figure(fig, f"{self.notebook}_{name}", data, self.figures_dir)
+
+    def read_result(self, notebook: str, name: str) -> pd.DataFrame:
+        """``results/<notebook>/<name>.csv``, or an error naming the notebook that writes it."""
+        path = self.build_dir / "results" / notebook / f"{name}.csv"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing: run notebook {notebook} first (make reproduce runs them in order)"
+            )
+        return pd.read_csv(path)
+
+    # --- the screen -----------------------------------------------------------------------------------
+    def simulation_config(self) -> simulate.SimulationConfig:
+        """The simulated screen of this size, reading the CPJUMP1 design from :attr:`metadata_dir`."""
+        return replace(self.size.simulation, metadata_folder=str(self.metadata_dir))
+
+    def simulated_screen(self, progress: bool = True) -> simulate.SimulationResult:
+        """The simulated screen in :attr:`simulation_dir`.
+
+        Loaded if a complete screen of this configuration is there (where the CPJUMP1 metadata were read
+        from does not count), otherwise simulated, replacing a screen of another configuration (its images
+        are deleted first).
+        """
+        config, folder = self.simulation_config(), self.simulation_dir
+        summary = folder / simulate.SUMMARY_FILE
+        if summary.exists() and _without_source(json.loads(summary.read_text())["config"]) == _without_source(
+            config.to_dict()
+        ):
+            return simulate.SimulationResult.load(folder)
+        summary.unlink(missing_ok=True)  # the old screen is incomplete from here on
+        shutil.rmtree(folder / simulate.IMAGE_FOLDER, ignore_errors=True)
+        return simulate.simulate(config, folder, progress=progress)
+
+    def screen_fields(self, config: gallery.GalleryConfig | None = None, progress: bool = True) -> pd.DataFrame:
+        """The field table of the study's screen: the simulated one, or the Gallery's plates.
+
+        The Gallery's fields are downloaded first with :func:`cellstudy.data.gallery.download_screen`
+        (resuming file by file) unless the field table in :attr:`gallery_dir`, written once every file is
+        there, lists exactly the size's selection. ``config``: where the Gallery is (default
+        :func:`cellstudy.data.gallery.config_from_env`).
+        """
+        selection = self.size.gallery
+        if selection is None:
+            return self.simulated_screen(progress).field_table()
+        folder, metadata = self.gallery_dir, str(self.metadata_dir)
+        saved = folder / gallery.FIELD_TABLE_FILE
+        expected = gallery.screen_field_table(selection.plates, folder, selection.fields, selection.wells, metadata)
+        if not (saved.exists() and _same_fields(read_field_table(saved), expected)):
+            gallery.download_screen(
+                selection.plates,
+                folder,
+                selection.fields,
+                wells=selection.wells,
+                metadata_folder=metadata,
+                config=config or gallery.config_from_env(),
+                progress=progress,
+            )
+        return read_field_table(saved)  # read back either way, so that the column types do not depend on the path
+
+    def methods(self) -> list[str]:
+        """The profiling methods (:data:`PROFILING_METHODS`) compared: all but the oracle without planted truth."""
+        return [method for method in PROFILING_METHODS if self.size.planted_truth or method != "oracle"]
+
+    # --- pre-training ---------------------------------------------------------------------------------
+    def training_config(self, method: str, real_fields: bool = False) -> train.ExperimentConfig:
+        """Pre-training configuration of ``method``: the size's preset and its changes to it.
+
+        ``real_fields`` shortens the run to :attr:`~cellstudy.study.runsize.RunSize.real_field_steps` of the
+        steps (and warm-up).
+        """
+        config = train.default_config(method, self.size.training_preset)
+        config = train.apply_overrides(config, self.size.training_overrides(method), f"run size {self.size.name}")
+        if not real_fields:
+            return config
+        steps = max(1, round(config.train.steps * self.size.real_field_steps))
+        warmup = round(config.train.warmup_steps * self.size.real_field_steps)
+        return train.apply_overrides(config, {"train": {"steps": steps, "warmup_steps": warmup}})
+
+    def pretraining_fields(self, field_table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+        """The rows of a screen's field table pre-training reads (a seeded sample), in table order."""
+        count = self.size.pretraining_fields
+        if count is None or count >= len(field_table):
+            return field_table
+        return field_table.sample(count, random_state=seed).sort_index()
+
+    def pretrain(self, config: train.ExperimentConfig, training_table: pd.DataFrame, model_dir: Path) -> int:
+        """Pre-train ``config`` on the fields of ``training_table`` into ``model_dir``; returns the steps done.
+
+        A simulated screen is held in memory. The Gallery's fields are read from disk as crops need them
+        (:class:`cellstudy.data.fieldstore.FieldStore`) and, with several GPUs, trained on by one ``torchrun``
+        process per GPU on the table written to ``model_dir`` as :data:`TRAINING_FIELDS`. A checkpoint of the
+        same configuration in ``model_dir`` is resumed (:func:`cellstudy.training.train.resumable`).
+        """
+        resume = train.resumable(model_dir, config)
+        if not self.real_screen:
+            fields, names = embed.read_fields(training_table)
+            return train.train(config, fields, model_dir, names=names, resume=resume).step
+        if torch.cuda.device_count() > 1:
+            table = write_field_table(training_table, Path(model_dir) / TRAINING_FIELDS)
+            distributed.torchrun_train(config, table, model_dir, torch.cuda.device_count(), resume=resume)
+            return train.load_encoder(Path(model_dir) / train.ENCODER).step
+        store = FieldStore(training_table)
+        return train.train(config, store, model_dir, names=store.names, resume=resume).step
+
+    # --- embedding and scoring ------------------------------------------------------------------------
+    @property
+    def embedding_device(self) -> str:
+        """``cuda`` where the size allows a GPU and there is one, else ``cpu``."""
+        return "cuda" if self.size.embedding_device == "auto" and torch.cuda.is_available() else "cpu"
+
+    def map_settings(self, seed: int = 0) -> MapSettings:
+        """The retrieval tasks' settings at this size's null size."""
+        return MapSettings(null_size=self.size.map_null_size, seed=seed)
+
+    def label_efficiency_config(self) -> LabelEfficiencyConfig:
+        """The label-efficiency experiment at this size."""
+        return train.apply_overrides(LabelEfficiencyConfig(), self.size.label_efficiency, f"run size {self.size.name}")
+
+    def mask_sweep_reference(self) -> train.ExperimentConfig:
+        """The MAE run whose training compute each ratio of the mask-ratio sweep spends."""
+        return train.apply_overrides(
+            self.training_config("mae"), self.size.mask_sweep, f"mask-ratio sweep, run size {self.size.name}"
+        )
+
+
+def _without_source(config: dict) -> dict:
+    """A simulation config dict without ``metadata_folder``."""
+    return {key: value for key, value in config.items() if key != "metadata_folder"}
+
+
+def _same_fields(table: pd.DataFrame, other: pd.DataFrame) -> bool:
+    """Whether two field tables list the same fields in the same order."""
+    keys = list(FIELD_KEY)
+    if len(table) != len(other):
+        return False
+    return bool((table[keys].astype(str).to_numpy() == other[keys].astype(str).to_numpy()).all())
