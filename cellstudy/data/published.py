@@ -1,8 +1,7 @@
 """The CPJUMP1 paper's published CellProfiler profiles and fraction-retrieved table.
 
-The paper's repository (jump-cellpainting/2024_Chandrasekaran_NatureMethods)
-stores one well-level profile file per plate,
-``profiles/2020_11_04_CPJUMP1/<plate>/<plate>_normalized_feature_select_negcon_batch.csv.gz``:
+The Cell Painting Gallery (:mod:`cellstudy.data.gallery`) publishes one well-level profile file per plate,
+``cpg0000-jump-pilot/source_4/workspace/profiles/2020_11_04_CPJUMP1/<plate>/<plate>_normalized_feature_select_negcon_batch.csv.gz``:
 MAD-robustized to each plate's negative controls, feature-selected over the
 batch. :func:`load_published_profiles` reads them into the study's profile
 layout, so the same :mod:`cellstudy.evaluation.retrieval` tasks reproduce the paper's table,
@@ -11,15 +10,15 @@ which :func:`load_paper_results` reads into the layout of
 The files are already post-processed, so they go to the tasks as they are::
 
     wells = load_published_profiles("profiles/2020_11_04_CPJUMP1")
-    replicates = evaluate.replicate_retrieval(wells)
+    replicates = retrieval.replicate_retrieval(wells)
     perturbations = profiles.consensus(wells)
     results = [
         replicates,
-        evaluate.sister_matching(perturbations, replicates),
-        evaluate.compound_gene_matching(perturbations, perturbations, replicates),
+        retrieval.sister_matching(perturbations, replicates),
+        retrieval.compound_gene_matching(perturbations, perturbations, replicates),
     ]
-    ours = pd.concat([evaluate.fraction_retrieved(result) for result in results])
-    ours.merge(load_paper_results(), on=evaluate.SUMMARY_COLUMNS, suffixes=("", "_paper"))
+    ours = pd.concat([retrieval.fraction_retrieved(result) for result in results])
+    ours.merge(load_paper_results(), on=columns.SUMMARY_COLUMNS, suffixes=("", "_paper"))
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ The data (CPJUMP1 sample images, design metadata, published results) live in
 ``<root>/cpjump1/``, described by ``<root>/cpjump1/manifest.csv``: one row per
 file with its relative ``path``, size in ``bytes``, ``sha256`` and public ``url``.
 Users without that folder get the same rows from the registry shipped with the
-package (``cellstudy/registry.csv``, made by :func:`write_registry`), and
+package (``cellstudy/data/registry.csv``, made by :func:`write_registry`), and
 :func:`fetch` downloads what is missing, verifying every checksum.
 
 The root is chosen by :func:`data_root`: an explicit path, else the environment
-variable ``CELLSTUDY_DATA``, else ``../shared/data`` next to the repository when
-it exists, else the repository's own ``data/`` folder.
+variable ``CELLSTUDY_DATA``, else a ``shared/data`` folder beside the repository's own folder when
+it exists (one copy of the data for several checkouts), else the repository's own ``data/`` folder.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def data_root(path: str | os.PathLike | None = None) -> Path:
 
     Returns
     -------
-    ``path`` if given, else ``$CELLSTUDY_DATA`` if set, else ``<repo>/../shared/data``
+    ``path`` if given, else ``$CELLSTUDY_DATA`` if set, else ``shared/data`` beside the repository's folder
     if it exists, else ``<repo>/data``.
     """
     if path is not None:

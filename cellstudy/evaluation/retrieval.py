@@ -1,6 +1,6 @@
 """Retrieval evaluation of profiles with copairs: the CPJUMP1 paper's three tasks.
 
-The pair rules follow the paper's copairs notebook (``../shared/study-design.md``):
+The pair rules follow the CPJUMP1 paper's copairs notebooks (jump-cellpainting/2024_Chandrasekaran_NatureMethods):
 
 =====================  ==========================================  ===========================  ============
 task                   positives                                   negatives                    similarity
