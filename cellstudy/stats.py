@@ -1,4 +1,4 @@
-"""Statistics shared by the study: bootstrap intervals and paired tests."""
+"""Statistics shared by the study: bootstrap intervals (over units or over clusters of units) and paired tests."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
+
+MIN_INDEPENDENT_UNITS = 5
+"""Fewest independent units (or clusters) an interval is drawn from: a bootstrap over fewer than a handful of
+values describes those values, not the population, so it counts as no evidence."""
 
 
 def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator, chunk: int = 1000) -> np.ndarray:
@@ -33,6 +37,40 @@ def bootstrap_ci(
     means = _bootstrap_means(values, n_boot, np.random.default_rng(seed))
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
+    return float(values.mean()), float(low), float(high)
+
+
+def cluster_bootstrap_ci(
+    values: Sequence[float] | np.ndarray | pd.Series,
+    clusters: Sequence[object] | np.ndarray | pd.Series,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Mean of ``values`` and its percentile bootstrap CI, resampling whole ``clusters`` (units that are not
+    independent, e.g. target genes resting on the same compounds); NaN bounds from fewer than
+    :data:`MIN_INDEPENDENT_UNITS` clusters.
+
+    With one value per cluster it draws the same resamples as :func:`bootstrap_ci`.
+
+    Returns
+    -------
+    ``(mean, low, high)``.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("cluster_bootstrap_ci needs at least one value")
+    codes, names = pd.factorize(pd.Series(clusters, dtype=object).to_numpy())
+    if len(names) < MIN_INDEPENDENT_UNITS:
+        return float(values.mean()), np.nan, np.nan
+    sums, counts = np.bincount(codes, weights=values), np.bincount(codes)
+    rng, chunk = np.random.default_rng(seed), 1000
+    means = []
+    for start in range(0, n_boot, chunk):
+        drawn = rng.integers(0, len(names), size=(min(chunk, n_boot - start), len(names)))
+        means.append(sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(np.concatenate(means), [tail, 100 - tail])
     return float(values.mean()), float(low), float(high)
 
 

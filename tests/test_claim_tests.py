@@ -25,6 +25,7 @@ def test_c2_compares_the_claimed_ratio_with_newcombes_interval_by_hand():
             "task": "replicate_retrieval",
             "row": "replicate / compound",
             "n": 100,
+            "n_sets": 100,
             "mask_ratio": [0.5, 0.75, 0.9],
             "fraction_retrieved": [0.2, 0.6, 0.55],
         }
@@ -67,13 +68,15 @@ def test_c6_rank_gain_is_a_share_of_the_genes_and_needs_room_under_the_ceiling()
             "Metadata_genetic_modality": "crispr",
             "n_genes": 10,
             "chance_rank": 5.5,
-            "annotated_rank": [1.0, 2.0, 1.0, 3.0],
-            "driven_by_unannotated_gene": [False, False, False, True],
+            "annotated_rank": [1.0, 2.0, 1.0, 3.0, 2.0],
+            "driven_by_unannotated_gene": [False, False, False, True, False],
         }
     )
-    assert ct.rank_gains(ranks)["rank_gain"].tolist() == pytest.approx([0.45, 0.35, 0.45, 0.25])
+    assert ct.rank_gains(ranks)["rank_gain"].tolist() == pytest.approx([0.45, 0.35, 0.45, 0.25, 0.35])
     rows = ct.c6_tests(ranks, LABELS, "")
-    assert rows[0]["estimate"] == pytest.approx(0.375) and rows[0]["verdict"] == claims.SUPPORTED
+    assert rows[0]["estimate"] == pytest.approx(0.37) and rows[0]["verdict"] == claims.SUPPORTED
+    too_few = ct.c6_tests(ranks.head(4), LABELS, "")  # four genes: fewer than a handful
+    assert too_few[0]["verdict"] == claims.INCONCLUSIVE
     assert rows[1]["test"].endswith("(1 driven by an unannotated gene)")
     flat_ceiling = pd.concat([ranks, ranks.assign(method="planted", annotated_rank=5.5)], ignore_index=True)
     assert {row["verdict"] for row in ct.c6_tests(flat_ceiling, LABELS, "")} == {claims.NOT_TESTABLE}

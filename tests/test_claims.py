@@ -102,15 +102,15 @@ def test_expected_best_rank_needs_positives_among_the_items():
 
 
 def test_mean_interval_is_the_bootstrap_of_the_non_missing_values():
-    values = [0.1, 0.3, np.nan, 0.2, 0.6]
+    values = [0.1, 0.3, np.nan, 0.2, 0.6, 0.3]
     mean, low, high = claims.mean_interval(values)
     assert mean == pytest.approx(0.3)
     assert 0.1 <= low < mean < high <= 0.6
-    assert (mean, low, high) == claims.mean_interval([0.1, 0.3, 0.2, 0.6])  # NaN dropped, same seed
+    assert (mean, low, high) == claims.mean_interval([0.1, 0.3, 0.2, 0.6, 0.3])  # NaN dropped, same seed
 
 
 def test_mean_interval_of_too_few_units_has_no_bounds():
-    mean, low, high = claims.mean_interval([0.4, 0.6])
+    mean, low, high = claims.mean_interval([0.4, 0.6, 0.5, 0.5])  # four values: fewer than a handful
     assert mean == pytest.approx(0.5) and np.isnan(low) and np.isnan(high)
     assert all(np.isnan(claims.mean_interval([])))
 

@@ -5,8 +5,9 @@ import pytest
 from cellstudy.evaluation import compare
 
 
-def results_for(method, maps, retrieved, modality="compound"):
+def results_for(method, maps, retrieved, modality="compound", sets=None):
     n = len(maps)
+    units = [f"p{i}" for i in range(n)]
     return pd.DataFrame(
         {
             "method": method,
@@ -16,20 +17,32 @@ def results_for(method, maps, retrieved, modality="compound"):
             "Metadata_timepoint": 48,
             "Metadata_genetic_modality": pd.NA,
             "Metadata_genetic_timepoint": pd.NA,
-            "Metadata_broad_sample": [f"p{i}" for i in range(n)],
+            "Metadata_broad_sample": units,
+            "n_profiles": 2,
             "mean_average_precision": maps,
             "retrieved": retrieved,
+            "perturbations": units if sets is None else sets,
         }
     )
 
 
 def test_summary_fraction_and_map_with_intervals():
-    results = results_for("dino", [0.2, 0.4, 0.6, 0.8], [False, True, True, True])
+    results = results_for("dino", [0.2, 0.4, 0.6, 0.8, 0.5], [False, True, True, True, False])
     row = compare.summary_with_ci(results).iloc[0]
-    assert row["n"] == 4
-    assert row["fraction_retrieved"] == pytest.approx(0.75)
+    assert (row["n"], row["n_sets"], row["n_retrieved"]) == (5, 5, 3)
+    assert row["fraction_retrieved"] == pytest.approx(0.6)
     assert row["mAP"] == pytest.approx(0.5)
-    assert row["mAP_low"] <= 0.5 <= row["mAP_high"] and row["fraction_low"] <= 0.75 <= row["fraction_high"]
+    assert row["mAP_low"] <= 0.5 <= row["mAP_high"] and row["fraction_low"] <= 0.6 <= row["fraction_high"]
+
+
+def test_units_on_too_few_independent_sets_get_no_interval():
+    """Ten target genes all retrieved, resting on the same two compound sets: an interval of [1, 1] says nothing."""
+    results = results_for("dino", np.linspace(0.5, 0.9, 10), [True] * 10, sets=["c1|c2"] * 6 + ["c3"] * 4)
+    row = compare.summary_with_ci(results).iloc[0]
+    assert (row["n"], row["n_sets"], row["retrieved_sets"]) == (10, 2, 2)
+    assert row["fraction_retrieved"] == 1.0 and np.isnan(row["fraction_low"]) and np.isnan(row["fraction_high"])
+    reported = pd.concat([results, results_for("dino", [np.nan], [False]).assign(n_profiles=0, perturbations="")])
+    assert compare.summary_with_ci(reported).iloc[0]["n"] == 10  # a group without units adds none
 
 
 def test_paired_comparison_matches_units_not_rows():
@@ -41,6 +54,18 @@ def test_paired_comparison_matches_units_not_rows():
     assert row["n"] == 30
     assert row["mean_difference"] == pytest.approx(0.1)
     assert row["wilcoxon_p_value"] < 1e-4
+
+
+def test_paired_comparison_counts_perturbation_sets_not_units():
+    base = np.linspace(0.1, 0.8, 12)
+    sets = ["s1"] * 6 + ["s2"] * 3 + ["s3"] * 3
+    a = results_for("dino", base + 0.3, base > 0, sets=sets)
+    b = results_for("classical", base, base > 0, sets=sets)
+    paired = compare.with_verdicts(compare.paired_comparisons(pd.concat([a, b]), [("dino", "classical")]))
+    row = paired.iloc[0]
+    assert (row["n"], row["n_units"]) == (3, 12)
+    assert np.isnan(row["ci_low"]) and np.isnan(row["wilcoxon_p_value"])
+    assert row["verdict"] == "too few independent units"
 
 
 def genetic_consensus(orf_weight, seed=0, n_genes=30, n_features=40):
@@ -147,7 +172,9 @@ def test_paper_reference_takes_the_same_condition_and_the_range_over_all():
 def test_verdicts_use_benjamini_hochberg_by_hand():
     # BH by hand for p = 0.01, 0.04, 0.03, 0.5 (m = 4): sorted 0.01*4/1 = 0.04; 0.03*4/2 = 0.06; 0.04*4/3 = 0.0533 -> 0.0533
     # (min over larger ranks: 0.06 -> min(0.06, 0.0533) = 0.0533); 0.5*4/4 = 0.5
-    paired = pd.DataFrame({"wilcoxon_p_value": [0.01, 0.04, 0.03, 0.5], "mean_difference": [0.2, -0.1, -0.3, 0.4]})
+    paired = pd.DataFrame(
+        {"wilcoxon_p_value": [0.01, 0.04, 0.03, 0.5], "mean_difference": [0.2, -0.1, -0.3, 0.4], "n": 10}
+    )
     judged = compare.with_verdicts(paired)
     np.testing.assert_allclose(judged["corrected_p_value"], [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
     assert judged["verdict"].tolist() == [
@@ -161,7 +188,7 @@ def test_verdicts_use_benjamini_hochberg_by_hand():
         "b better",
         "b better",
     ]
-    missing = compare.with_verdicts(pd.DataFrame({"wilcoxon_p_value": [np.nan], "mean_difference": [1.0]}))
+    missing = compare.with_verdicts(pd.DataFrame({"wilcoxon_p_value": [np.nan], "mean_difference": [1.0], "n": 10}))
     assert missing["corrected_p_value"].item() == 1.0 and missing["verdict"].item() == "no significant difference"
 
 
@@ -203,7 +230,9 @@ def test_task_and_modality_order_per_method():
             }
             for task, value in (("sister_matching", sister), ("compound_gene_matching", gene))
         ]
-    results = pd.DataFrame(rows).assign(Metadata_cell_type="U2OS", Metadata_timepoint=48)
+    results = pd.DataFrame(rows).assign(
+        Metadata_cell_type="U2OS", Metadata_timepoint=48, n_profiles=2, perturbations=lambda t: t.index.astype(str)
+    )
     order = compare.task_and_modality_order(results)
     assert order.loc["good", "tasks harder along the chain"] == True  # noqa: E712 (numpy's bool)
     assert order.loc["good", "compound ≥ CRISPR ≥ ORF"] == True  # noqa: E712

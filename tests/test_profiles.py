@@ -53,8 +53,12 @@ def test_robustize_drops_features_with_zero_negcon_mad():
     table = make_profiles()
     on_p2_negcon = (table[PLATE] == "P2") & table[NEGCON]
     table["flat_on_p2"] = np.where(on_p2_negcon, 1.0, table["f0"])
-    result = profiles.robustize_per_plate(table)
-    assert "flat_on_p2" not in result.columns
+    table["missing_on_p1"] = np.where(table[PLATE] == "P1", np.nan, table["f1"])
+    with pytest.warns(
+        UserWarning, match=r"2 feature.*flat_on_p2 \(plates \['P2'\]\).*missing_on_p1 \(plates \['P1'\]\)"
+    ):
+        result = profiles.robustize_per_plate(table)
+    assert {"flat_on_p2", "missing_on_p1"}.isdisjoint(result.columns)
     assert np.isfinite(result[profiles.feature_columns(result)].to_numpy()).all()
 
 

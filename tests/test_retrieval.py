@@ -3,7 +3,6 @@ AP against scikit-learn, the significance test against copairs, BH against a han
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import bench
@@ -11,8 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from copairs import map as copairs_map
-from copairs.compute import random_ap
-from scipy.stats import ks_2samp
 from sklearn.metrics import average_precision_score
 from sklearn.metrics.pairwise import cosine_similarity
 
@@ -103,46 +100,45 @@ def test_ties_rank_the_positive_first_unlike_sklearn():
     assert average_precision_score([1, 0], [0.6, 0.6]) == 0.5
 
 
-@pytest.mark.parametrize(("positives", "candidates"), [(3, 20), (20, 40)])  # Floyd's sampler; partial sort
-def test_null_has_copairs_distribution(positives, candidates):
-    ours = retrieval.null_average_precisions(positives, candidates, 20_000, seed=1)
-    theirs = random_ap(20_000, positives, candidates, seed=2)
-    assert ks_2samp(ours, theirs).pvalue > 1e-3
-
-
-def test_null_is_seeded_per_configuration():
-    first = retrieval.null_average_precisions(3, 30, 500, seed=4)
-    np.testing.assert_array_equal(first, retrieval.null_average_precisions(3, 30, 500, seed=4))
-    assert not np.array_equal(first, retrieval.null_average_precisions(3, 30, 500, seed=5))
-
-
-def test_mean_average_precision_test_agrees_with_copairs():
+def test_copairs_method_agrees_with_copairs():
     profiles = random_plates(seed=3, n_plates=4, n_samples=10)
     profiles.loc[profiles["Metadata_broad_sample"] == "s0", "f0"] += 4  # s0 and s1 retrievable
     profiles.loc[profiles["Metadata_broad_sample"] == "s1", "f1"] += 4
     ap = retrieval.average_precisions(profiles, retrieval.REPLICATE_RULE)
     ap = ap[~ap["Metadata_negcon"]]
-    settings = MapSettings(null_size=50_000)
+    settings = MapSettings(null_size=50_000, method="copairs")
     ours = retrieval.mean_average_precisions(ap, "Metadata_broad_sample", settings)
     theirs = copairs_map.mean_average_precision(
         ap, ["Metadata_broad_sample"], 50_000, 0.05, seed=0, progress_bar=False, cache_dir=None
     )
     np.testing.assert_allclose(ours["mean_average_precision"], theirs["mean_average_precision"])
     np.testing.assert_allclose(ours["p_value"], theirs["p_value"], atol=0.03)  # copairs' ties fall to float32 rounding
+    np.testing.assert_allclose(ours["corrected_p_value"], theirs["corrected_p_value"], atol=0.05)
     assert set(ours.nsmallest(2, "p_value")["Metadata_broad_sample"]) == {"s0", "s1"}
 
 
-@pytest.mark.parametrize(("positives", "candidates", "observed"), [(2, 9, 0.7), (3, 10, 0.5), (3, 10, 0.75)])
-def test_p_value_matches_exact_enumeration(positives, candidates, observed):
-    """One query: the exact p-value enumerates every placement of the positives among the candidates."""
-    placements = np.array(list(itertools.combinations(range(candidates), positives)))
-    null = (np.arange(1, positives + 1) / (placements + 1)).mean(axis=1)
-    exact = (null > observed + 1e-9).mean()
-    ap = pd.DataFrame(
-        {"unit": ["q"], "average_precision": [observed], "n_pos_pairs": [positives], "n_total_pairs": [candidates]}
-    )
-    result = retrieval.mean_average_precisions(ap, "unit", MapSettings(null_size=40_000, seed=2))
-    assert result["p_value"].item() == pytest.approx(exact, abs=4 * np.sqrt(exact * (1 - exact) / 40_000) + 1e-4)
+def two_well_tie(n_negcon: int = 60) -> pd.DataFrame:
+    """Compound A once on each of two plates; each A well ranks the other first among its plate's ``n_negcon`` DMSO wells."""
+    rows = [well("P1", "A"), well("P2", "A")] + [well(f"P{p}", "DMSO", True) for p in (1, 2) for _ in range(n_negcon)]
+    rng = np.random.default_rng(0)
+    negcon = rng.normal(size=(2 * n_negcon, 6)) * np.array([0, 1, 1, 1, 1, 1])  # orthogonal to the A axis
+    return table(rows, np.vstack([[5.0, 0, 0, 0, 0, 0.1], [5.0, 0, 0, 0, 0.1, 0], negcon]))
+
+
+def test_two_well_tie_gets_the_chance_of_two_first_ranks():
+    """Each query ranks its one replicate first among 61 candidates: chance 1/61 per query, (1/61)^2 for both."""
+    result = retrieval.replicate_retrieval(two_well_tie(), MapSettings(null_size=100_000))
+    assert result["mean_average_precision"].item() == 1.0
+    assert result["p_value"].item() == pytest.approx((1 / 61) ** 2, rel=1e-9)
+    assert result["exact_null"].item()
+    paper = retrieval.replicate_retrieval(two_well_tie(), MapSettings(null_size=100_000, method="paper"))
+    assert paper["p_value"].item() == pytest.approx(1 / 100_001)  # the strict rule: a tie is never counted
+
+
+def test_study_p_value_of_one_query_is_its_rank_over_the_candidates():
+    ap = pd.DataFrame({"unit": ["q"], "average_precision": [1 / 3], "n_pos_pairs": [1], "n_total_pairs": [61]})
+    result = retrieval.mean_average_precisions(ap, "unit", MapSettings())
+    assert result["p_value"].item() == pytest.approx(3 / 61, rel=1e-12)  # ranks 1, 2 or 3 do as well
 
 
 def hand_bh(p_values: np.ndarray) -> np.ndarray:
@@ -169,8 +165,9 @@ def test_bh_correction_is_within_each_group():
 
 
 def test_same_seed_same_numbers():
-    profiles = random_plates(seed=7)
+    profiles = random_plates(seed=7, n_plates=4, n_negcon=40)  # four queries of 3 among 43: a Monte-Carlo null
     first = retrieval.replicate_retrieval(profiles, FAST)
+    assert not first["exact_null"].any()
     pd.testing.assert_frame_equal(first, retrieval.replicate_retrieval(profiles, FAST))
     other = retrieval.replicate_retrieval(profiles, MapSettings(null_size=2000, seed=1))
     assert not np.array_equal(first["p_value"], other["p_value"])
@@ -245,19 +242,26 @@ def test_compound_gene_positives_cross_modality_only():
 
 
 def test_fraction_retrieved_by_hand():
+    """Day 24: genes a, b, c; a and b rest on the same compounds. Day 48: d and e, and a group without units."""
     results = pd.DataFrame(
         {
-            "task": "replicate_retrieval",
-            **{k: [v] * 5 for k, v in CONDITION.items()},
-            "Metadata_broad_sample": list("abcde"),
-            "mean_average_precision": [0.9, 0.8, 0.1, 0.2, 0.5],
-            "retrieved": [True, True, False, False, True],
+            "task": "sister_matching",
+            **{k: [v] * 6 for k, v in CONDITION.items()},
+            "Metadata_matching_target": ["a", "b", "c", "d", "e", pd.NA],
+            "n_profiles": [2, 2, 2, 3, 2, 0],
+            "mean_average_precision": [0.9, 0.8, 0.1, 0.2, 0.5, np.nan],
+            "retrieved": [True, True, False, False, True, False],
+            "perturbations": ["x|y", "x|y", "z", "u|v|w", "u|v", ""],
         }
-    ).assign(Metadata_timepoint=[24, 24, 24, 48, 48])
+    ).assign(Metadata_timepoint=[24, 24, 24, 48, 48, 72])
     summary = retrieval.fraction_retrieved(results)
-    assert summary["fraction_retrieved"].tolist() == [pytest.approx(2 / 3), 0.5]
-    assert summary["n"].tolist() == [3, 2]
-    assert summary["mean_average_precision"].tolist() == [pytest.approx(0.6), pytest.approx(0.35)]
+    assert summary["fraction_retrieved"].tolist()[:2] == [pytest.approx(2 / 3), 0.5]
+    assert np.isnan(summary["fraction_retrieved"].iloc[2])  # the group without units
+    assert summary["n"].tolist() == [3, 2, 0]
+    assert summary["n_sets"].tolist() == [2, 2, 0]
+    assert summary["n_retrieved"].tolist() == [2, 1, 0]
+    assert summary["retrieved_sets"].tolist() == [1, 1, 0]
+    assert summary["mean_average_precision"].tolist()[:2] == [pytest.approx(0.6), pytest.approx(0.35)]
 
 
 def test_missing_columns_and_zero_profiles_are_named(replicate_table):
@@ -301,5 +305,48 @@ def test_run_tasks_finds_planted_structure_and_not_noise():
         retrieval.COMPOUND_GENE_MATCHING,
     }
     assert found.loc[retrieval.REPLICATE_RETRIEVAL, "fraction_retrieved"] > 0.5
-    # pure noise: replicate retrieval at the false-discovery level; no matching task can even start
+    # pure noise: replicate retrieval at the false-discovery level; the matching tasks keep their groups, without units
     assert null.loc[retrieval.REPLICATE_RETRIEVAL, "fraction_retrieved"] < 0.1
+    assert null.loc[[retrieval.SISTER_MATCHING, retrieval.COMPOUND_GENE_MATCHING], "n"].sum() <= 2
+
+
+def test_duplicate_wells_are_refused_by_name():
+    profiles = random_plates(seed=1).assign(Metadata_Well=lambda t: [f"W{i:02d}" for i in range(len(t))])
+    doubled = pd.concat([profiles, profiles.iloc[[3]]], ignore_index=True)
+    with pytest.raises(ValueError, match="'Metadata_Plate': 'P0', 'Metadata_Well': 'W03'"):
+        retrieval.replicate_retrieval(doubled, FAST)
+
+
+def test_a_plate_without_negative_controls_is_refused_by_name():
+    profiles = random_plates(seed=2)
+    without = profiles[~(profiles["Metadata_negcon"] & (profiles["Metadata_Plate"] == "P1"))]
+    with pytest.raises(ValueError, match=r"no negative.*\['P1'\]"):
+        retrieval.replicate_retrieval(without, FAST)
+
+
+def test_a_non_boolean_negcon_column_is_refused_by_name():
+    profiles = random_plates(seed=2)
+    with pytest.raises(ValueError, match="Metadata_negcon.*boolean"):
+        retrieval.replicate_retrieval(profiles.assign(Metadata_negcon=profiles["Metadata_negcon"].astype(int)), FAST)
+
+
+def test_a_constant_feature_is_named():
+    profiles = random_plates(seed=2).assign(f3=2.5)
+    with pytest.warns(UserWarning, match=r"constant.*\['f3'\]"):
+        retrieval.replicate_retrieval(profiles, FAST)
+
+
+def test_a_group_without_replicable_perturbations_is_reported():
+    rows = [consensus_row(f"g{i}", gene, "crispr", Metadata_gene=gene) for i, gene in enumerate("AABB")]
+    day2 = [{**row, "Metadata_timepoint": 48} for row in rows]
+    profiles = table(rows + day2, np.random.default_rng(0).normal(size=(8, 5)))
+    replicates = profiles[retrieval.GROUP_COLUMNS + ["Metadata_broad_sample"]].assign(
+        retrieved=profiles["Metadata_timepoint"] == 24
+    )
+    with pytest.warns(UserWarning, match="'Metadata_timepoint': 48"):
+        result = retrieval.sister_matching(profiles, replicates, FAST)
+    reported = result[result["Metadata_timepoint"] == 48]
+    assert reported["n_profiles"].tolist() == [0]
+    assert result.loc[result["Metadata_timepoint"] == 24, "Metadata_matching_target"].tolist() == ["A", "B"]
+    summary = retrieval.fraction_retrieved(result)
+    assert summary.loc[summary["Metadata_timepoint"] == 48, "n"].item() == 0

@@ -38,3 +38,17 @@ def test_paired_test_matches_perturbations_by_index():
 def test_paired_test_needs_matched_perturbations():
     with pytest.raises(ValueError, match="at least two"):
         stats.paired_test(pd.Series([1.0], index=["a"]), pd.Series([1.0], index=["b"]))
+
+
+def test_cluster_bootstrap_with_singletons_is_the_unit_bootstrap():
+    values = np.random.default_rng(1).normal(size=40)
+    ours = stats.cluster_bootstrap_ci(values, np.arange(40), n_boot=3000, seed=2)
+    np.testing.assert_allclose(ours, stats.bootstrap_ci(values, n_boot=3000, seed=2))
+
+
+def test_cluster_bootstrap_of_identical_copies_is_the_bootstrap_of_the_clusters():
+    """Each of 12 clusters holds three copies of one value: resampling clusters is resampling the 12 values."""
+    values = np.random.default_rng(3).normal(size=12)
+    ours = stats.cluster_bootstrap_ci(np.repeat(values, 3), np.repeat(np.arange(12), 3), n_boot=3000, seed=4)
+    np.testing.assert_allclose(ours, stats.bootstrap_ci(values, n_boot=3000, seed=4))
+    assert np.isnan(stats.cluster_bootstrap_ci(values[:4], np.arange(4))[1])  # fewer than a handful

@@ -140,9 +140,10 @@ def c1_tests(
 
 def c2_tests(sweep: pd.DataFrame, testable: Callable[[str], bool], data: str) -> list[dict]:
     """C2: per task × modality row of the mask-ratio sweep, the fraction retrieved at :data:`CLAIMED_MASK_RATIO`
-    minus that at each other ratio, with Newcombe's interval for a difference of independent proportions.
+    minus that at each other ratio, with Newcombe's interval for a difference of independent proportions (none
+    when either rests on fewer than :data:`cellstudy.applications.claims.MIN_UNITS` perturbation sets).
     """
-    sweep = sweep[sweep[TASK].isin([REPLICATE_RETRIEVAL, COMPOUND_GENE_MATCHING])]
+    sweep = sweep[sweep[TASK].isin([REPLICATE_RETRIEVAL, COMPOUND_GENE_MATCHING]) & (sweep["n"] > 0)]
     sweep = sweep.assign(retrieved=(sweep["fraction_retrieved"] * sweep["n"]).round().astype(int))
     rows = []
     for row, part in sweep.groupby("row", sort=True):
@@ -165,6 +166,8 @@ def c2_tests(sweep: pd.DataFrame, testable: Callable[[str], bool], data: str) ->
             lower, upper = confint_proportions_2indep(
                 claimed["retrieved"], claimed["n"], other.retrieved, other.n, method="newcomb", compare="diff"
             )
+            if min(claimed["n_sets"], other.n_sets) < claims.MIN_UNITS:  # too few independent units
+                lower, upper = np.nan, np.nan
             rows.append(
                 test_row(
                     "C2",

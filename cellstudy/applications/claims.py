@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
 
-from cellstudy.stats import bootstrap_ci
+from cellstudy.stats import MIN_INDEPENDENT_UNITS, bootstrap_ci
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -38,8 +38,8 @@ CONFIDENCE = 0.95
 """Coverage of the bootstrap intervals."""
 N_BOOT = 10_000
 """Bootstrap resamples of an interval."""
-MIN_UNITS = 3
-"""Fewest units (per group) an interval is computed from; a bootstrap of one or two values says nothing."""
+MIN_UNITS = MIN_INDEPENDENT_UNITS
+"""Fewest independent units (per group) an interval is computed from: fewer than a handful is no evidence."""
 
 
 def _missing(value: float | None) -> bool:

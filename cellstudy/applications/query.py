@@ -50,7 +50,7 @@ from cellstudy.columns import (
     TIMEPOINT,
 )
 from cellstudy.data import cpjump1
-from cellstudy.evaluation.retrieval import TIE_TOLERANCE
+from cellstudy.evaluation.significance import TIE_TOLERANCE
 from cellstudy.profiling.profiles import (
     _require_named_columns,
     feature_columns,

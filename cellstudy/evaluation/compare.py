@@ -26,7 +26,8 @@ from cellstudy.columns import (
     TASKS,
     TIMEPOINT,
 )
-from cellstudy.evaluation.retrieval import SUMMARY_COLUMNS, MapSettings, fraction_retrieved, run_tasks
+from cellstudy.evaluation import retrieval
+from cellstudy.evaluation.retrieval import SUMMARY_COLUMNS, MapSettings, fraction_retrieved, run_tasks, tested
 from cellstudy.profiling.profiles import (
     PAPER_FEATURE_SELECTION,
     PostProcessing,
@@ -36,7 +37,7 @@ from cellstudy.profiling.profiles import (
     postprocessing_for,
 )
 from cellstudy.similarity import unit_rows
-from cellstudy.stats import bootstrap_ci, paired_test
+from cellstudy.stats import MIN_INDEPENDENT_UNITS, cluster_bootstrap_ci, paired_test
 
 METHOD = "method"
 TASK_COLUMNS = ["task", MODALITY, GENETIC_MODALITY]
@@ -96,15 +97,24 @@ def unit_ids(results: pd.DataFrame) -> pd.Series:
 
 
 def summary_with_ci(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Fraction retrieved and mean mAP per method × task × modality, each with a bootstrap 95% CI over units."""
+    """Fraction retrieved and mean mAP per method × task × modality, each with a 95% bootstrap CI.
+
+    The bootstrap resamples distinct perturbation sets (``perturbations``), not units: in the matching tasks
+    several target genes can rest on the same compounds. ``n`` counts the units tested, ``n_sets`` the
+    independent sets behind them; fewer than :data:`cellstudy.stats.MIN_INDEPENDENT_UNITS` sets give no interval.
+    """
     rows = []
-    for keys, units in results.groupby([METHOD, *TASK_COLUMNS], dropna=False, sort=True):
-        fraction = bootstrap_ci(units["retrieved"].astype(float), n_boot, seed)
-        average = bootstrap_ci(units["mean_average_precision"], n_boot, seed)
+    for keys, units in tested(results).groupby([METHOD, *TASK_COLUMNS], dropna=False, sort=True):
+        sets = units["perturbations"]
+        fraction = cluster_bootstrap_ci(units["retrieved"].astype(float), sets, n_boot, seed)
+        average = cluster_bootstrap_ci(units["mean_average_precision"], sets, n_boot, seed)
         rows.append(
             {
                 **dict(zip([METHOD, *TASK_COLUMNS], keys)),
                 "n": len(units),
+                "n_sets": sets.nunique(),
+                "n_retrieved": int(units["retrieved"].sum()),
+                "retrieved_sets": sets[units["retrieved"].astype(bool)].nunique(),
                 "fraction_retrieved": fraction[0],
                 "fraction_low": fraction[1],
                 "fraction_high": fraction[2],
@@ -116,24 +126,57 @@ def summary_with_ci(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
     return pd.DataFrame(rows)
 
 
+def _set_means(units: pd.DataFrame, sets: pd.Series) -> pd.Series:
+    """One method's mAP averaged over its units (index of ``sets``) that rest on the same perturbation set."""
+    shared = units[units["_unit"].isin(sets.index)]
+    return shared.groupby(shared["_unit"].map(sets))["mean_average_precision"].mean()
+
+
 def paired_comparisons(
     results: pd.DataFrame, pairs: Sequence[tuple[str, str]], n_boot: int = 2000, seed: int = 0
 ) -> pd.DataFrame:
     """For each (a, b) in ``pairs`` and each task × modality: a paired test of mAP over the units both scored.
 
-    Columns: ``a``, ``b``, the task columns, and :func:`cellstudy.stats.paired_test`'s output; rows
-    with fewer than two shared units are left out.
+    Units that rest on the same perturbation set are averaged first, so the test counts independent units:
+    ``n`` in the output is the number of shared sets, ``n_units`` that of shared units. Give ``results`` in
+    which every method has the same units (:func:`on_the_same_units`); otherwise each method's replicable
+    perturbations decide which units are shared. Columns: ``a``, ``b``, the task columns, ``n_units`` and
+    :func:`cellstudy.stats.paired_test`'s output; a comparison resting on fewer than
+    :data:`cellstudy.stats.MIN_INDEPENDENT_UNITS` sets has no interval and no p-value; rows with fewer than
+    two shared sets are left out.
     """
-    keyed = results.assign(_unit=unit_ids(results))
+    keyed = tested(results).assign(_unit=lambda frame: unit_ids(frame))
     rows = []
     for a, b in pairs:
         for keys, units in keyed[keyed[METHOD].isin([a, b])].groupby(TASK_COLUMNS, dropna=False, sort=True):
-            by_method = {m: u.set_index("_unit")["mean_average_precision"] for m, u in units.groupby(METHOD)}
-            if a not in by_method or b not in by_method or len(by_method[a].index.intersection(by_method[b].index)) < 2:
+            by_method = {m: u for m, u in units.groupby(METHOD)}
+            if a not in by_method or b not in by_method:
                 continue
-            test = paired_test(by_method[a], by_method[b], n_boot=n_boot, seed=seed)
-            rows.append({"a": a, "b": b, **dict(zip(TASK_COLUMNS, keys)), **test})
+            shared = set(by_method[a]["_unit"]) & set(by_method[b]["_unit"])
+            sets = by_method[a].set_index("_unit").loc[sorted(shared), "perturbations"]
+            first, second = (_set_means(by_method[m], sets) for m in (a, b))
+            if len(first) < 2:
+                continue
+            test = paired_test(first, second, n_boot=n_boot, seed=seed)
+            if test["n"] < MIN_INDEPENDENT_UNITS:
+                test |= {"ci_low": np.nan, "ci_high": np.nan, "wilcoxon_p_value": np.nan}
+            rows.append({"a": a, "b": b, **dict(zip(TASK_COLUMNS, keys)), "n_units": len(shared), **test})
     return pd.DataFrame(rows)
+
+
+def on_the_same_units(
+    profiles: Mapping[str, pd.DataFrame], results: pd.DataFrame, settings: MapSettings
+) -> pd.DataFrame:
+    """Results in which every method has the same units: replicate retrieval as in ``results``, the matching
+    tasks on every perturbation (no replicate filter, so one method's replicability does not decide the other's
+    units). ``profiles``: each method's post-processed well profiles.
+    """
+    tables = []
+    for method, table in profiles.items():
+        replicates = results[(results[METHOD] == method) & (results[TASK] == REPLICATE_RETRIEVAL)]
+        matching = retrieval.queries_on_every_perturbation(table, settings)[1:]
+        tables.append(pd.concat([replicates, retrieval.score_every(matching, settings).assign(method=method)]))
+    return pd.concat(tables, ignore_index=True)
 
 
 def crispr_orf_similarity(
@@ -196,20 +239,25 @@ def crispr_orf_similarity(
 
 SIGNIFICANCE = 0.05
 """Threshold of the paired tests' Benjamini-Hochberg-corrected p-values."""
-VERDICTS = ("a better", "b better", "no significant difference")
+VERDICTS = ("a better", "b better", "no significant difference", "too few independent units")
 """Verdicts of a paired comparison of methods a and b."""
 
 
 def with_verdicts(paired: pd.DataFrame, significance: float = SIGNIFICANCE) -> pd.DataFrame:
     """:func:`paired_comparisons` with ``corrected_p_value`` (Benjamini-Hochberg over every row; a comparison
     without a Wilcoxon p-value counts as p = 1) and ``verdict``: ``a better`` or ``b better`` where the corrected
-    p-value is below ``significance``, by the sign of the mean difference, else ``no significant difference``.
+    p-value is below ``significance``, by the sign of the mean difference; ``too few independent units`` under
+    :data:`cellstudy.stats.MIN_INDEPENDENT_UNITS` shared sets; else ``no significant difference``.
     """
     corrected = multipletests(paired["wilcoxon_p_value"].fillna(1.0), method="fdr_bh")[1]
     significant = corrected < significance
     verdict = np.select(
-        [significant & (paired["mean_difference"] > 0), significant & (paired["mean_difference"] < 0)],
-        VERDICTS[:2],
+        [
+            paired["n"] < MIN_INDEPENDENT_UNITS,
+            significant & (paired["mean_difference"] > 0),
+            significant & (paired["mean_difference"] < 0),
+        ],
+        [VERDICTS[3], *VERDICTS[:2]],
         VERDICTS[2],
     )
     return paired.assign(corrected_p_value=corrected, verdict=verdict)
@@ -299,7 +347,8 @@ def describe_pair(paired: pd.DataFrame, a: str, b: str, labels: Mapping[str, str
     return (
         f"- {labels[a]} vs {labels[b]}: {labels[a]} significantly better in {counts.get('a better', 0)}, "
         f"{labels[b]} in {counts.get('b better', 0)}, no significant difference in "
-        f"{counts.get('no significant difference', 0)} of {len(part)} task × modality rows."
+        f"{counts.get('no significant difference', 0)}, too few independent units in "
+        f"{counts.get('too few independent units', 0)} of {len(part)} task × modality rows."
     )
 
 

@@ -16,10 +16,19 @@ Each task runs per group (cell type x modality x time point; compound-gene: a
 compound group against a genetic group of the same cell type), scores the
 average precision (AP) of every query profile, averages it per unit (the
 perturbation for replicate retrieval; the target gene for the matching tasks,
-as the paper), compares each mean AP (mAP) with a permutation null of
-``null_size`` draws, and corrects the p-values with Benjamini-Hochberg within
-the group. A unit is *retrieved* when its corrected p-value is below the
-threshold; :func:`fraction_retrieved` gives their share.
+as the paper), tests each mean AP (mAP) against its permutation null
+(:mod:`cellstudy.evaluation.significance`: the study's test by default, the
+paper's or copairs' on request), and corrects the p-values with
+Benjamini-Hochberg within the group. A unit is *retrieved* when its corrected
+p-value is below the threshold; :func:`fraction_retrieved` gives their share.
+
+Before scoring, the tables are checked: duplicate (plate, well) rows, a
+non-boolean ``Metadata_negcon``, queries with positives but no negative (a
+plate without negative controls would score every query AP = 1) and all-zero
+or non-finite profiles are refused with an error naming them; constant feature
+columns are named in a warning. A group left without any unit to test (for
+example, no replicable perturbation to match) stays in the output as one row
+with ``n_profiles`` 0 and is named in a warning.
 
 Ties: copairs ranks a positive whose similarity equals a negative's before it
 (ties resolved optimistically); scikit-learn's ``average_precision_score``
@@ -27,11 +36,7 @@ treats tied scores as one threshold. The two agree when similarities are distinc
 
 Speed: copairs finds the pairs and ranks them; the similarities come from one
 matrix product per group, handed to copairs through its callable-distance hook
-(copairs' own per-pair computation was the bottleneck at CPJUMP1 size), and the
-permutation nulls are drawn here (:func:`null_average_precisions`), with the
-same test as copairs' ``mean_average_precision`` but about a hundred times
-faster for small numbers of positives, and seeded per configuration so that a
-group's numbers do not depend on the other groups.
+(copairs' own per-pair computation was the bottleneck at CPJUMP1 size).
 """
 
 from __future__ import annotations
@@ -68,17 +73,15 @@ from cellstudy.columns import (
     WELL,
 )
 from cellstudy.data import cpjump1
+from cellstudy.evaluation import significance
 from cellstudy.profiling.profiles import consensus, feature_columns, metadata_columns
 from cellstudy.similarity import cosine_similarity
 
 GROUP_COLUMNS = [CELL_TYPE, MODALITY, TIMEPOINT]
 """A task runs, and corrects for multiple testing, within each group of these columns."""
-SCORE_COLUMNS = ["n_profiles", "mean_average_precision", "p_value", "corrected_p_value", "retrieved"]
+SCORE_COLUMNS = [*significance.SCORE_COLUMNS, "corrected_p_value", "retrieved", "perturbations"]
 """Per-unit result columns of every task."""
-"""Modalities of the genetic side of compound-gene matching."""
 _ROW = "_profile_row"
-TIE_TOLERANCE = 1e-9
-"""Null mAPs closer than this to the observed mAP are ties (floating-point noise), not greater."""
 
 
 @dataclass(frozen=True)
@@ -88,19 +91,29 @@ class MapSettings:
     Parameters
     ----------
     null_size
-        Draws in each permutation null (the paper: 100,000).
+        Draws in each Monte-Carlo permutation null (the paper: 100,000). Lower it only for quick runs: the
+        smallest p-value is ``1 / (null_size + 1)``.
     threshold
         A unit is retrieved when its BH-corrected p-value is below this.
     seed
         Seed of the null distributions.
     batch_size
         Profile pairs per similarity look-up batch in copairs.
+    method
+        The significance test (:data:`cellstudy.evaluation.significance.METHODS`): ``"study"`` for the
+        study's results; ``"paper"`` wherever a number is set beside the CPJUMP1 paper's; ``"copairs"`` to
+        compare with copairs 0.5.
     """
 
     null_size: int = 100_000
     threshold: float = 0.05
     seed: int = 0
     batch_size: int = 20_000
+    method: str = significance.STUDY
+
+    def __post_init__(self) -> None:
+        if self.method not in significance.METHODS:
+            raise ValueError(f"method must be one of {significance.METHODS}, got {self.method!r}")
 
 
 @dataclass(frozen=True)
@@ -173,14 +186,53 @@ def _similarity_lookup(values: np.ndarray, absolute: bool) -> tuple[np.ndarray, 
     return np.arange(len(values), dtype=float)[:, None], lookup
 
 
+def _named(profiles: pd.DataFrame, rows: np.ndarray | pd.Series, limit: int = 5) -> list[dict]:
+    """The plate, well and perturbation of up to ``limit`` of ``rows``, for an error message."""
+    return (
+        profiles.loc[np.asarray(rows), [c for c in (PLATE, WELL, SAMPLE) if c in profiles.columns]]
+        .head(limit)
+        .to_dict("records")
+    )
+
+
 def _feature_values(profiles: pd.DataFrame) -> np.ndarray:
-    """The feature matrix, checked to be finite and without all-zero rows (which have no cosine)."""
-    values = profiles[feature_columns(profiles)].to_numpy(dtype=float)
+    """The feature matrix, checked to be finite and without all-zero rows (which have no cosine).
+
+    Constant feature columns are named in a warning: a constant offset shifts every cosine.
+    """
+    features = feature_columns(profiles)
+    values = profiles[features].to_numpy(dtype=float)
     bad = ~np.isfinite(values).all(axis=1) | ~values.any(axis=1)
     if bad.any():
-        rows = profiles.loc[bad, [c for c in (PLATE, WELL, SAMPLE) if c in profiles.columns]]
-        raise ValueError(f"{bad.sum()} profile(s) are all zero or not finite, e.g. {rows.head(3).to_dict('records')}")
+        raise ValueError(f"{bad.sum()} profile(s) are all zero or not finite, e.g. {_named(profiles, bad, 3)}")
+    constant = [f for f, spread in zip(features, np.ptp(values, axis=0)) if spread == 0] if len(values) > 1 else []
+    if constant:
+        warnings.warn(
+            f"{len(constant)} feature(s) are constant over the {len(values)} profiles and shift every cosine: "
+            f"{constant[:5]}; drop them or normalise the profiles first",
+            stacklevel=3,
+        )
     return values
+
+
+def check_negcon(profiles: pd.DataFrame) -> None:
+    """``Metadata_negcon`` must be boolean (True for negative-control wells)."""
+    column = profiles[NEGCON]
+    if not pd.api.types.is_bool_dtype(column):
+        raise ValueError(
+            f"column {NEGCON!r} must be boolean (True for negative controls), got dtype {column.dtype} with values "
+            f"{sorted(map(str, column.dropna().unique()))[:5]}; convert it, e.g. with .astype(bool)"
+        )
+
+
+def check_wells(profiles: pd.DataFrame) -> None:
+    """Each (plate, well) once: a duplicated well would be its own perfect replicate."""
+    if WELL not in profiles.columns:
+        return
+    duplicated = profiles.duplicated([PLATE, WELL], keep=False)
+    if duplicated.any():
+        wells = profiles.loc[duplicated, [PLATE, WELL]].drop_duplicates().head(5).to_dict("records")
+        raise ValueError(f"{duplicated.sum()} rows share a (plate, well) with another row, e.g. {wells}")
 
 
 def _shares_label(labels: pd.Series) -> np.ndarray:
@@ -205,6 +257,24 @@ def _partners(
             same = values[:, None] == values[None, :]
         partners &= same if column in sameby else ~same
     return partners
+
+
+def _require_negatives(profiles: pd.DataFrame, rule: PairRule) -> None:
+    """Refuse queries with a positive but no negative under ``rule`` (their AP would be 1 by construction).
+
+    Negative controls are never queries, so they are not checked.
+    """
+    positive = _partners(profiles, rule.pos_sameby, rule.pos_diffby, rule.multilabel).any(axis=1)
+    negative = _partners(profiles, rule.neg_sameby, rule.neg_diffby, rule.multilabel).any(axis=1)
+    lonely = positive & ~negative
+    if NEGCON in profiles.columns:
+        lonely &= ~profiles[NEGCON].to_numpy(dtype=bool)
+    if lonely.any():
+        plates = sorted(map(str, profiles.loc[lonely, PLATE].unique())) if PLATE in profiles.columns else []
+        raise ValueError(
+            f"{lonely.sum()} profile(s) have positives but no negative to rank them against (plates {plates}; "
+            f"e.g. {_named(profiles, lonely)}); a plate needs negative controls"
+        )
 
 
 def _with_negatives(profiles: pd.DataFrame, rule: PairRule) -> pd.DataFrame:
@@ -240,10 +310,13 @@ def average_precisions(profiles: pd.DataFrame, rule: PairRule, settings: MapSett
     copairs.matching.UnpairedException
         No positive or no negative pair exists.
     ValueError
-        A rule column is absent, or a profile is all zero or not finite.
+        A rule column is absent, a profile is all zero or not finite, or (single-label rules) a profile
+        has a positive but no negative partner.
     """
     _require_columns(profiles, rule.columns, "profiles")
-    if rule.multilabel is not None:
+    if rule.multilabel is None:
+        _require_negatives(profiles, rule)
+    else:
         profiles = _with_negatives(profiles, rule)
     metadata = profiles[rule.columns].reset_index(drop=True).assign(**{_ROW: np.arange(len(profiles))})
     index, lookup = _similarity_lookup(_feature_values(profiles), absolute=rule.distance == "abs_cosine")
@@ -266,44 +339,12 @@ def average_precisions(profiles: pd.DataFrame, rule: PairRule, settings: MapSett
     return pd.concat([rows, scores], axis=1)
 
 
-def _random_ranks(n_positives: int, n_candidates: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``size`` sorted draws of ``n_positives`` distinct 0-based ranks among ``n_candidates``.
+def mean_average_precisions(
+    ap: pd.DataFrame, unit: str, settings: MapSettings = MapSettings(), group: str = ""
+) -> pd.DataFrame:
+    """MAP per ``unit`` value, its p-value by ``settings.method``, BH-corrected p-value and retrieval call.
 
-    Floyd's algorithm, vectorised over draws, costs ``size * n_positives**2``;
-    for many positives a partial sort of random keys (``size * n_candidates``) is cheaper.
-    """
-    if n_positives**2 <= 8 * n_candidates:
-        ranks = np.empty((size, n_positives), dtype=np.int64)
-        for i, last in enumerate(range(n_candidates - n_positives, n_candidates)):
-            draw = rng.integers(0, last + 1, size=size)
-            taken = (ranks[:, :i] == draw[:, None]).any(axis=1)
-            ranks[:, i] = np.where(taken, last, draw)
-    else:
-        keys = rng.random((size, n_candidates))
-        ranks = np.argpartition(keys, n_positives - 1, axis=1)[:, :n_positives]
-    return np.sort(ranks, axis=1)
-
-
-def null_average_precisions(n_positives: int, n_candidates: int, size: int, seed: int) -> np.ndarray:
-    """AP of ``size`` uniformly random rankings of ``n_candidates`` items with ``n_positives`` positives.
-
-    The permutation null of one query, as copairs' ``random_ap``; seeded by
-    ``(seed, n_positives, n_candidates)``.
-    """
-    rng = np.random.default_rng([seed, n_positives, n_candidates])
-    ranks = _random_ranks(n_positives, n_candidates, size, rng)
-    return (np.arange(1, n_positives + 1) / (ranks + 1)).mean(axis=1)
-
-
-def mean_average_precisions(ap: pd.DataFrame, unit: str, settings: MapSettings = MapSettings()) -> pd.DataFrame:
-    """MAP per ``unit`` value, its permutation p-value, BH-corrected p-value and retrieval call.
-
-    The test is copairs' ``mean_average_precision``: the null of a mAP is the
-    mean of its queries' nulls (:func:`null_average_precisions`);
-    ``p = (#{null > mAP} + 1) / (null_size + 1)``; Benjamini-Hochberg over the
-    units of ``ap``. The nulls are discrete: a null value within
-    :data:`TIE_TOLERANCE` of the mAP is a tie and does not count as greater
-    (copairs compares in float32, so rounding decides its ties).
+    The tests are in :mod:`cellstudy.evaluation.significance`; Benjamini-Hochberg runs over the units of ``ap``.
 
     Parameters
     ----------
@@ -311,57 +352,101 @@ def mean_average_precisions(ap: pd.DataFrame, unit: str, settings: MapSettings =
         Output of :func:`average_precisions`; queries without a positive are ignored.
     unit
         The column whose values are averaged over.
+    group
+        The identity of ``ap``'s group (task and group labels); it seeds the study test's per-unit nulls.
 
     Returns
     -------
-    Columns ``unit`` and :data:`SCORE_COLUMNS`; ``n_profiles`` counts the
-    queries behind each mAP.
+    Columns ``unit`` and :data:`SCORE_COLUMNS`; ``n_profiles`` counts the queries behind each mAP and
+    ``perturbations`` names the perturbations they are (``|``-separated).
     """
     scored = ap[ap["average_precision"].notna() & (ap["n_pos_pairs"] > 0)].reset_index(drop=True)
     if scored.empty:
         return pd.DataFrame(columns=[unit, *SCORE_COLUMNS])
-    configurations, which = np.unique(
-        scored[["n_pos_pairs", "n_total_pairs"]].to_numpy(dtype=np.int64), axis=0, return_inverse=True
-    )
-    nulls = np.stack([null_average_precisions(k, n, settings.null_size, settings.seed) for k, n in configurations])
-    rows = []
-    for value, members in scored.groupby(unit, sort=True).indices.items():
-        observed = scored["average_precision"].to_numpy()[members].mean()
-        null = nulls[which.ravel()[members]].mean(axis=0)
-        p_value = ((null > observed + TIE_TOLERANCE).sum() + 1) / (settings.null_size + 1)
-        rows.append((value, len(members), observed, p_value))
-    scores = pd.DataFrame(rows, columns=[unit, "n_profiles", "mean_average_precision", "p_value"])
+    scores = significance.unit_p_values(scored, unit, settings.method, settings.null_size, settings.seed, group)
     scores["corrected_p_value"] = multipletests(scores["p_value"], method="fdr_bh")[1]
     scores["retrieved"] = scores["corrected_p_value"] < settings.threshold
-    return scores
+    scores["perturbations"] = _perturbation_sets(scored, unit).reindex(scores[unit]).to_numpy()
+    return scores[[unit, *SCORE_COLUMNS]]
+
+
+def _perturbation_sets(scored: pd.DataFrame, unit: str) -> pd.Series:
+    """Per unit, the perturbations (``Metadata_broad_sample``) of its queries, sorted and ``|``-separated."""
+    if SAMPLE not in scored.columns or unit == SAMPLE:
+        return pd.Series(scored[unit].unique(), index=scored[unit].unique()).astype(str)
+    return scored.groupby(unit, sort=True)[SAMPLE].agg(lambda samples: "|".join(sorted(set(map(str, samples)))))
 
 
 Group = tuple[dict[str, object], pd.DataFrame, PairRule]
 """One unit of work: its labels (column -> value), its profiles, its pair rule."""
 
 
-def _score_groups(
+def _group_identity(task: str, labels: dict[str, object]) -> str:
+    """A stable name of a group: its task and labels (seeds its units' study nulls)."""
+    return "\x1f".join([task, *(f"{column}={labels[column]}" for column in sorted(labels))])
+
+
+def _without_units(unit: str, labels: dict[str, object]) -> pd.DataFrame:
+    """The row that reports a group without any unit to test: ``n_profiles`` 0, nothing retrieved."""
+    row = {unit: pd.NA, "n_profiles": 0, "mean_average_precision": np.nan, "p_value": np.nan, "exact_null": False}
+    row |= {"corrected_p_value": np.nan, "retrieved": False, "perturbations": ""}
+    return pd.DataFrame([row]).assign(**labels)
+
+
+@dataclass(frozen=True)
+class TaskQueries:
+    """A task's average precisions, group by group, before any significance test (they do not depend on it).
+
+    ``groups`` holds ``(labels, ap)`` per group; ``ap`` is ``None`` for a group without a positive or negative pair.
+    """
+
+    task: str
+    unit: str
+    groups: list[tuple[dict[str, object], pd.DataFrame | None]]
+
+
+def _queries(
     groups: Iterable[Group],
     unit: str,
     settings: MapSettings,
     task: str,
     keep_queries: Callable[[pd.DataFrame], pd.Series] | None = None,
-) -> pd.DataFrame:
-    """Run copairs on every group; one row per unit and group, labelled with the group and ``task``."""
-    tables = []
+) -> TaskQueries:
+    """Run copairs on every group: the AP of its queries (``keep_queries`` of them)."""
+    scored = []
     for labels, profiles, rule in tqdm(list(groups), desc=task, leave=False):
         try:
-            ap = average_precisions(profiles, rule, settings)
+            ap = average_precisions(profiles, rule, settings) if len(profiles) else None
         except UnpairedException:
-            warnings.warn(f"{task}: no positive or negative pair in group {labels}; group skipped", stacklevel=3)
-            continue
-        if keep_queries is not None:
+            ap = None
+        if ap is not None and keep_queries is not None:
             ap = ap[keep_queries(ap)]
-        tables.append(mean_average_precisions(ap, unit, settings).assign(**labels))
+        scored.append((labels, ap))
+    return TaskQueries(task, unit, scored)
+
+
+def score(queries: TaskQueries, settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """Test every unit of ``queries``; one row per unit and group, labelled with the group and the task.
+
+    A group without a unit to test keeps one row (:func:`_without_units`) and is named in a warning.
+    """
+    unit, task = queries.unit, queries.task
+    tables = []
+    for labels, ap in queries.groups:
+        scores = None if ap is None else mean_average_precisions(ap, unit, settings, _group_identity(task, labels))
+        if scores is None or scores.empty:
+            warnings.warn(f"{task}: group {labels} has no unit to test (no positive or negative pair)", stacklevel=3)
+            scores = _without_units(unit, labels)
+        tables.append(scores.assign(**labels))
     label_columns = list(tables[0].columns.difference([unit, *SCORE_COLUMNS], sort=False)) if tables else []
     result = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[unit, *SCORE_COLUMNS])
     result.insert(0, "task", task)
     return result[["task", *label_columns, unit, *SCORE_COLUMNS]]
+
+
+def tested(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of units that were tested (without the rows that report groups without units)."""
+    return results[results["n_profiles"] > 0]
 
 
 def _groups(profiles: pd.DataFrame, columns: Sequence[str]) -> Iterator[tuple[dict[str, object], pd.DataFrame]]:
@@ -381,6 +466,14 @@ def _without_empty(profiles: pd.DataFrame) -> pd.DataFrame:
 def replicate_retrieval(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> pd.DataFrame:
     """Replicate retrieval: can each perturbation's wells find each other among its plate's negative controls?
 
+    :func:`score` of :func:`replicate_queries`.
+    """
+    return score(replicate_queries(profiles, settings), settings)
+
+
+def replicate_queries(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> TaskQueries:
+    """The queries of replicate retrieval.
+
     Parameters
     ----------
     profiles
@@ -390,20 +483,22 @@ def replicate_retrieval(profiles: pd.DataFrame, settings: MapSettings = MapSetti
 
     Returns
     -------
-    One row per group and perturbation: ``task``, :data:`GROUP_COLUMNS`,
-    ``Metadata_broad_sample``, :data:`SCORE_COLUMNS`.
+    The APs of the non-control wells per group; scored (:func:`score`): one row per group and
+    perturbation: ``task``, :data:`GROUP_COLUMNS`, ``Metadata_broad_sample``, :data:`SCORE_COLUMNS`.
     """
     _require_columns(profiles, [*GROUP_COLUMNS, PLATE, NEGCON, SAMPLE], "profiles")
+    check_negcon(profiles)
+    check_wells(profiles)
     wells = _without_empty(profiles)
     groups = ((labels, rows, REPLICATE_RULE) for labels, rows in _groups(wells, GROUP_COLUMNS))
-    return _score_groups(groups, SAMPLE, settings, REPLICATE_RETRIEVAL, keep_queries=lambda ap: ~ap[NEGCON])
+    return _queries(groups, SAMPLE, settings, REPLICATE_RETRIEVAL, keep_queries=lambda ap: ~ap[NEGCON])
 
 
 def retrieved_only(consensus_profiles: pd.DataFrame, replicate_results: pd.DataFrame) -> pd.DataFrame:
     """The consensus profiles of perturbations retrieved in replicate retrieval (same group and sample)."""
     keys = [*GROUP_COLUMNS, SAMPLE]
     _require_columns(replicate_results, [*keys, "retrieved"], "replicate results")
-    retrieved = replicate_results.loc[replicate_results["retrieved"].astype(bool), keys].drop_duplicates()
+    retrieved = replicate_results.loc[replicate_results["retrieved"].eq(True), keys].drop_duplicates()
     return consensus_profiles.merge(retrieved, on=keys, how="inner")
 
 
@@ -416,12 +511,18 @@ def matchable(consensus_profiles: pd.DataFrame, replicate_results: pd.DataFrame 
     ``Metadata_target_list`` split on ``|``.
     """
     _require_columns(consensus_profiles, [*GROUP_COLUMNS, SAMPLE, NEGCON, TARGET_LIST], "consensus profiles")
+    check_negcon(consensus_profiles)
     profiles = _without_empty(consensus_profiles)
     profiles = profiles[~profiles[NEGCON] & profiles[TARGET_LIST].notna()]
     if replicate_results is not None:
         profiles = retrieved_only(profiles, replicate_results)
     targets = profiles[TARGET_LIST].str.split(cpjump1.TARGET_SEPARATOR)
     return profiles.assign(**{TARGETS: targets}).reset_index(drop=True)
+
+
+def _replicable(profiles: pd.DataFrame, replicate_results: pd.DataFrame | None) -> pd.DataFrame:
+    """``profiles`` retrieved in replicate retrieval, or all of them when ``replicate_results`` is ``None``."""
+    return profiles if replicate_results is None else retrieved_only(profiles, replicate_results)
 
 
 def _genes_with_sisters(guides: pd.DataFrame) -> pd.DataFrame:
@@ -435,7 +536,16 @@ def sister_matching(
     replicate_results: pd.DataFrame | None = None,
     settings: MapSettings = MapSettings(),
 ) -> pd.DataFrame:
-    """Sister matching: do perturbations of the same target find each other?
+    """Sister matching: do perturbations of the same target find each other? :func:`score` of :func:`sister_queries`."""
+    return score(sister_queries(consensus_profiles, replicate_results, settings), settings)
+
+
+def sister_queries(
+    consensus_profiles: pd.DataFrame,
+    replicate_results: pd.DataFrame | None = None,
+    settings: MapSettings = MapSettings(),
+) -> TaskQueries:
+    """The queries of sister matching.
 
     Compounds match on any shared target (absolute cosine); CRISPR guides on
     their gene (cosine), genes left with a single guide removed; ORF groups are
@@ -444,21 +554,22 @@ def sister_matching(
 
     Returns
     -------
-    One row per group and target gene: ``task``, :data:`GROUP_COLUMNS`,
-    :data:`TARGETS` (the gene), :data:`SCORE_COLUMNS`.
+    The APs per group; scored (:func:`score`): one row per group and target gene: ``task``,
+    :data:`GROUP_COLUMNS`, :data:`TARGETS` (the gene), :data:`SCORE_COLUMNS`.
     """
-    profiles = matchable(consensus_profiles, replicate_results)
+    profiles = matchable(consensus_profiles, None)
 
     def groups() -> Iterator[Group]:
         for labels, rows in _groups(profiles, GROUP_COLUMNS):
             modality = labels[MODALITY]
+            rows = _replicable(rows, replicate_results)
             if modality == "crispr":
                 _require_columns(rows, [GENE], "CRISPR consensus profiles")
                 rows = _genes_with_sisters(rows)
             if modality in SISTER_RULES:
                 yield labels, rows, SISTER_RULES[modality]
 
-    return _score_groups(groups(), TARGETS, settings, SISTER_MATCHING)
+    return _queries(groups(), TARGETS, settings, SISTER_MATCHING)
 
 
 def _restrict_targets(compounds: pd.DataFrame, genes: set[str]) -> pd.DataFrame:
@@ -475,6 +586,20 @@ def compound_gene_matching(
 ) -> pd.DataFrame:
     """Compound-gene matching: does a compound find genetic perturbations of its targets, and vice versa?
 
+    :func:`score` of :func:`compound_gene_queries`.
+    """
+    queries = compound_gene_queries(compound_consensus, genetic_consensus, replicate_results, settings)
+    return score(queries, settings)
+
+
+def compound_gene_queries(
+    compound_consensus: pd.DataFrame,
+    genetic_consensus: pd.DataFrame,
+    replicate_results: pd.DataFrame | None = None,
+    settings: MapSettings = MapSettings(),
+) -> TaskQueries:
+    """The queries of compound-gene matching.
+
     Every compound group (cell type, time point) is matched against every
     genetic group (CRISPR or ORF, time point) of the same cell type. Compound
     target lists are cut to the genes perturbed in the genetic group; positives
@@ -483,8 +608,8 @@ def compound_gene_matching(
 
     Returns
     -------
-    One row per group pair and target gene: ``task``, :data:`GROUP_COLUMNS`
-    (of the compounds), ``Metadata_genetic_modality``, ``Metadata_genetic_timepoint``,
+    The APs per group pair; scored (:func:`score`): one row per group pair and target gene: ``task``,
+    :data:`GROUP_COLUMNS` (of the compounds), ``Metadata_genetic_modality``, ``Metadata_genetic_timepoint``,
     :data:`TARGETS` (the gene), :data:`SCORE_COLUMNS`.
 
     Raises
@@ -492,8 +617,8 @@ def compound_gene_matching(
     ValueError
         The two tables have different feature columns.
     """
-    compounds = matchable(compound_consensus, replicate_results)
-    genetic = matchable(genetic_consensus, replicate_results)
+    compounds = matchable(compound_consensus, None)
+    genetic = matchable(genetic_consensus, None)
     compounds = compounds[compounds[MODALITY] == "compound"]
     genetic = genetic[genetic[MODALITY].isin(GENETIC_MODALITIES)]
     if feature_columns(compounds) != feature_columns(genetic):
@@ -503,16 +628,18 @@ def compound_gene_matching(
         for compound_labels, compound_rows in _groups(compounds, GROUP_COLUMNS):
             same_cell = genetic[genetic[CELL_TYPE] == compound_labels[CELL_TYPE]]
             for genetic_labels, genetic_rows in _groups(same_cell, [MODALITY, TIMEPOINT]):
+                genetic_rows = _replicable(genetic_rows, replicate_results)
                 perturbed = set(genetic_rows[TARGETS].explode())
                 labels = {
                     **compound_labels,
                     GENETIC_MODALITY: genetic_labels[MODALITY],
                     GENETIC_TIMEPOINT: genetic_labels[TIMEPOINT],
                 }
-                rows = pd.concat([_restrict_targets(compound_rows, perturbed), genetic_rows], ignore_index=True)
+                compound_part = _restrict_targets(_replicable(compound_rows, replicate_results), perturbed)
+                rows = pd.concat([compound_part, genetic_rows], ignore_index=True)
                 yield labels, rows, COMPOUND_GENE_RULE
 
-    return _score_groups(groups(), TARGETS, settings, COMPOUND_GENE_MATCHING)
+    return _queries(groups(), TARGETS, settings, COMPOUND_GENE_MATCHING)
 
 
 def run_tasks(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> pd.DataFrame:
@@ -526,9 +653,32 @@ def run_tasks(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> 
     consensus_profiles = consensus(profiles)
     sisters = sister_matching(consensus_profiles, replicates, settings)
     matches = compound_gene_matching(consensus_profiles, consensus_profiles, replicates, settings)
-    results = pd.concat([replicates, sisters, matches], ignore_index=True)
-    missing = {column: pd.NA for column in SUMMARY_COLUMNS if column not in results.columns}
-    return results.assign(**missing)  # a task with no testable unit adds no columns of its own
+    return _stacked([replicates, sisters, matches])
+
+
+def _stacked(results: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per-task results in one table, with every :data:`SUMMARY_COLUMNS` (a task without units adds none of its own)."""
+    stacked = pd.concat(results, ignore_index=True)
+    return stacked.assign(**{column: pd.NA for column in SUMMARY_COLUMNS if column not in stacked.columns})
+
+
+def queries_on_every_perturbation(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> list[TaskQueries]:
+    """The three tasks' queries, the matching tasks on every perturbation (no replicate filter).
+
+    Their units are the same whatever the significance test, its seed or the profiling method, so
+    :func:`score_every` can rescore them cheaply (null seeds, test methods) and methods can be compared unit by unit.
+    """
+    consensus_profiles = consensus(profiles)
+    return [
+        replicate_queries(profiles, settings),
+        sister_queries(consensus_profiles, None, settings),
+        compound_gene_queries(consensus_profiles, consensus_profiles, None, settings),
+    ]
+
+
+def score_every(queries: Sequence[TaskQueries], settings: MapSettings = MapSettings()) -> pd.DataFrame:
+    """:func:`score` of every task's queries, in one table like :func:`run_tasks`'."""
+    return _stacked([score(task, settings) for task in queries])
 
 
 def fraction_retrieved(results: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
@@ -543,17 +693,28 @@ def fraction_retrieved(results: pd.DataFrame, by: Sequence[str] | None = None) -
 
     Returns
     -------
-    ``by`` columns, ``n`` (units tested), ``fraction_retrieved``, ``mean_average_precision``.
+    ``by`` columns; ``n`` (units tested) and ``n_sets`` (distinct sets of perturbations behind them: in the
+    matching tasks several target genes can rest on the same few compounds, so ``n_sets`` is the number of
+    independent units); ``n_retrieved`` and ``retrieved_sets`` (the same for the retrieved units);
+    ``fraction_retrieved`` (NaN for a group without units) and ``mean_average_precision``.
     """
     by = [column for column in SUMMARY_COLUMNS if column in results.columns] if by is None else list(by)
-    _require_columns(results, [*by, "retrieved", "mean_average_precision"], "results")
+    _require_columns(results, [*by, "n_profiles", "retrieved", "mean_average_precision", "perturbations"], "results")
+    units = results.assign(
+        retrieved=results["retrieved"].astype(float).where(results["n_profiles"] > 0),
+        perturbations=results["perturbations"].where(results["n_profiles"] > 0),
+    )
+    units = units.assign(retrieved_perturbations=units["perturbations"].where(units["retrieved"] == 1))
     return (
-        results.assign(retrieved=results["retrieved"].astype(float))
-        .groupby(by, dropna=False, sort=True)
+        units.groupby(by, dropna=False, sort=True)
         .agg(
-            n=("retrieved", "size"),
+            n=("retrieved", "count"),
+            n_sets=("perturbations", "nunique"),
+            n_retrieved=("retrieved", "sum"),
+            retrieved_sets=("retrieved_perturbations", "nunique"),
             fraction_retrieved=("retrieved", "mean"),
             mean_average_precision=("mean_average_precision", "mean"),
         )
         .reset_index()
+        .astype({"n_retrieved": int})
     )

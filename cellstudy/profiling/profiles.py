@@ -240,11 +240,21 @@ def sphere(
     return _with_features(profiles, whitened)
 
 
+def _without_spread(scalers: Mapping[str, RobustMAD], dropped: set[str], limit: int = 5) -> str:
+    """Names the features whose negative-control MAD is zero or missing, with the plates where it is."""
+    named = []
+    for feature in sorted(dropped)[:limit]:
+        plates = sorted(str(plate) for plate, scaler in scalers.items() if not scaler.mad[feature] > 0)
+        named.append(f"{feature} (plates {plates})")
+    more = f" and {len(dropped) - limit} more" if len(dropped) > limit else ""
+    return f"{len(dropped)} feature(s) with zero or missing negative-control MAD: {'; '.join(named)}{more}"
+
+
 def robustize_per_plate(profiles: pd.DataFrame) -> pd.DataFrame:
     """Per plate, ``(x - median) / (1.4826 * MAD)`` of that plate's negative controls.
 
-    Features whose negative-control MAD is zero on any plate are dropped: they
-    carry no variation to scale by and would otherwise become ``±x / 0``.
+    Features whose negative-control MAD is zero or missing on any plate are dropped, with a warning that
+    names them and those plates: they carry no variation to scale by and would otherwise become ``±x / 0``.
 
     Raises
     ------
@@ -266,6 +276,8 @@ def robustize_per_plate(profiles: pd.DataFrame) -> pd.DataFrame:
     keep = [feature for feature in features if all(scaler.mad[feature] > 0 for scaler in scalers.values())]
     if not keep:
         raise ValueError("every feature has zero negative-control MAD on some plate")
+    if len(keep) < len(features):
+        warnings.warn(f"dropped {_without_spread(scalers, set(features) - set(keep))}", stacklevel=3)
     scaled = pd.concat([scalers[plate].transform(profiles.loc[rows, keep])[keep] for plate, rows in plates.items()])
     return _with_features(profiles, scaled.loc[profiles.index])
 
