@@ -22,7 +22,7 @@ ch1-ch5 and three brightfield planes ch6-ch8, which the study does not read.
 :func:`list_plate_images` and :func:`download_plate_images` select files of the
 bucket by stain, so they take the channel map of the bucket's files
 (``channel_map``, CPJUMP1's by default) and select only its stains: the
-brightfield planes, about 40% of a plate's bytes, are never downloaded.
+brightfield planes are never downloaded.
 :func:`download_screen`, which writes a field table, takes a layout name of
 :data:`cellstudy.data.images.CHANNEL_LAYOUTS` instead and records it in the
 table (:func:`cellstudy.data.images.with_layout`).
