@@ -44,6 +44,9 @@ GENETIC_MODALITIES = ("crispr", "orf")
 """The modalities that perturb a gene directly."""
 TIMEPOINT = "Metadata_timepoint"
 """Hours after perturbation."""
+ANOMALY = "Metadata_anomaly"
+"""Staining anomaly the CPJUMP1 experiment metadata record for a plate (``none``, or the stain affected:
+``Mitotracker``, ``WGA``, ``Phalloidin``)."""
 
 # Written by the study
 TARGETS = "Metadata_matching_target"

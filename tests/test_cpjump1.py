@@ -79,6 +79,17 @@ def test_analysed_plates_are_the_published_plates(published):
 
 
 @needs_shared
+def test_plate_anomalies_are_the_experiment_metadata_anomaly_column():
+    recorded = {(r["Batch"], r["Assay_Plate_Barcode"]): r["Anomaly"] for r in read_rows("experiment-metadata.tsv")}
+    plates = cpjump1.analysed_plates(METADATA)
+    anomalies = cpjump1.plate_anomalies(METADATA)
+    assert anomalies["Metadata_Plate"].tolist() == plates
+    assert anomalies["Metadata_anomaly"].tolist() == [recorded[("2020_11_04_CPJUMP1", plate)] for plate in plates]
+    conditions = cpjump1.plate_conditions(METADATA)
+    pd.testing.assert_frame_equal(anomalies.drop(columns="Metadata_anomaly"), conditions)
+
+
+@needs_shared
 def test_well_table_has_all_384_positions_of_the_40_plates(design):
     assert len(design) == 40 * 384
     assert (design.groupby("Metadata_Plate")["Metadata_Well"].nunique() == 384).all()

@@ -19,7 +19,12 @@ from cellstudy.study import study as study_module
 from cellstudy.study.runsize import DEFAULT, FULL, QUICK, GallerySelection
 from cellstudy.training import train
 
-endpoint, bucket, loopback_only = test_gallery.endpoint, test_gallery.bucket, test_gallery.loopback_only
+endpoint, bucket, loopback_only, s3_server = (
+    test_gallery.endpoint,
+    test_gallery.bucket,
+    test_gallery.loopback_only,
+    test_gallery.s3_server,
+)
 """Fixtures of test_gallery: a moto S3 server on loopback filled in the Gallery's layout, and a guard that
 keeps this module off every other host."""
 METADATA, WELLS, FIELDS = test_gallery.METADATA, test_gallery.WELLS, test_gallery.FIELDS
@@ -175,6 +180,32 @@ def test_full_plates_are_the_u2os_long_plates_of_every_modality():
     assert len(wells) * len(FULL.gallery.fields) == 15_264  # fields the full run size downloads
 
 
+FULL_PLATE_ANOMALIES = {
+    "BR00117010": "Mitotracker",
+    "BR00117011": "none",
+    "BR00117012": "none",
+    "BR00117013": "Mitotracker",
+    "BR00116996": "WGA",
+    "BR00116997": "WGA",
+    "BR00116998": "WGA",
+    "BR00116999": "WGA",
+    "BR00118039": "Phalloidin",
+    "BR00118040": "Phalloidin",
+}
+"""The Anomaly column of CPJUMP1's experiment-metadata.tsv for the full run size's plates."""
+
+
+def test_full_run_keeps_anomalous_plates_unless_told_to_exclude_them(tmp_path):
+    assert study_of("full").gallery_plates() == list(FULL_PLATE_ANOMALIES)
+    excluding = study_of("full", gallery=replace(FULL.gallery, exclude_anomalous=True))
+    assert excluding.gallery_plates() == [plate for plate, anomaly in FULL_PLATE_ANOMALIES.items() if anomaly == "none"]
+    crispr_only = replace(FULL.gallery, plates=("BR00116996", "BR00116997"), exclude_anomalous=True)
+    with pytest.raises(ValueError, match="every plate of run size full has a staining anomaly"):
+        study_of("full", gallery=crispr_only).gallery_plates()
+    with pytest.raises(ValueError, match="run size default reads no plates"):
+        study_of("default").gallery_plates()
+
+
 def test_gallery_downloads_live_in_the_build(tmp_path):
     assert study_of("full", tmp_path).gallery_dir == tmp_path / "gallery"
 
@@ -202,6 +233,7 @@ def test_simulated_profiles_screen_the_simulated_fields(tmp_path):
 
 
 def test_full_screen_is_downloaded_from_the_configured_endpoint_then_loaded(tmp_path, monkeypatch, endpoint, bucket):
+    absent = test_gallery.ABSENT_FILE[:3]
     monkeypatch.setenv(gallery.ENDPOINT_VARIABLE, endpoint)
     selection = GallerySelection(plates=("BR00116991",), fields=tuple(FIELDS), wells=tuple(WELLS))
     study = Study(replace(FULL, gallery=selection), tmp_path, METADATA.parent.parent)
@@ -212,9 +244,11 @@ def test_full_screen_is_downloaded_from_the_configured_endpoint_then_loaded(tmp_
     )
 
     table = study.screen_fields(progress=False)
+    complete = [(well, field) for well in sorted(WELLS) for field in FIELDS if ("BR00116991", well, field) != absent]
     assert [tuple(key) for key in table[["folder", "well", "field"]].itertuples(index=False)] == [
-        (str(tmp_path / "gallery" / "BR00116991"), well, field) for well in sorted(WELLS) for field in FIELDS
-    ]
+        (str(tmp_path / "gallery" / "BR00116991"), well, field) for well, field in complete
+    ]  # the field that lacks a channel in the bucket is left out
+    assert set(table["Metadata_anomaly"]) == {"WGA"}
     images, _ = embed.read_fields(table, progress=False)
     assert all(
         np.array_equal(image, bucket["images"][("BR00116991", well, field)])

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellstudy.columns import (
+    ANOMALY,
     CELL_TYPE,
     COL,
     CONTROL_TYPE,
@@ -77,6 +78,10 @@ PAPER_ANTIBIOTICS = "absent"
 """Antibiotics condition of the analysed plates."""
 EXCLUDED_COMPOUND_CELL_LINE = "Cas9"
 """Compound plates seeded with Cas9-expressing cells are a side experiment, not analysed."""
+ANOMALY_COLUMN = "Anomaly"
+"""Column of ``experiment-metadata.tsv`` that records a plate's staining anomaly."""
+NO_ANOMALY = "none"
+"""Its value for a plate without an anomaly."""
 
 SOLVENT_ONLY_COLUMN = "solvent"
 """Compound plate map column naming the solvent, which names wells without a compound."""
@@ -334,6 +339,27 @@ def plate_conditions(
             "Time": TIMEPOINT,
         }
     )[[PLATE, MODALITY, CELL_TYPE, TIMEPOINT]]
+
+
+def plate_anomalies(
+    folder: str | os.PathLike | None = None, plates: Sequence[str] | None = None, batch: str = PAPER_BATCH
+) -> pd.DataFrame:
+    """The plates' conditions (:func:`plate_conditions`) and their staining anomaly, ``Metadata_anomaly``.
+
+    The anomaly is the plate's ``Anomaly`` in ``experiment-metadata.tsv`` (batch ``batch``):
+    :data:`NO_ANOMALY`, or the stain that came out wrong (``Mitotracker``, ``WGA``, ``Phalloidin``).
+    Eight of the ten plates of the ``full`` run size have one.
+
+    Raises
+    ------
+    ValueError
+        As :func:`plate_conditions`, or the file has no ``Anomaly`` column.
+    """
+    folder = metadata_folder(folder)
+    conditions = plate_conditions(folder, plates, batch)
+    experiments = _read_table(folder / EXPERIMENT_FILE, ["Batch", "Assay_Plate_Barcode", ANOMALY_COLUMN])
+    recorded = experiments[experiments["Batch"] == batch].set_index("Assay_Plate_Barcode")[ANOMALY_COLUMN]
+    return conditions.assign(**{ANOMALY: conditions[PLATE].map(recorded.fillna(NO_ANOMALY))})
 
 
 def platemap_wells(folder: str | os.PathLike | None, modality: str) -> pd.DataFrame:

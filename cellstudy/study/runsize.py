@@ -42,11 +42,18 @@ class GallerySelection:
     wells
         Well positions per plate; ``None``: every non-empty well of the plate maps. Name a few, e.g.
         ``("A01", "D14")``, to try the full path on a download of a few GB.
+    exclude_anomalous
+        Leave out the plates with a staining anomaly in the CPJUMP1 experiment metadata
+        (:func:`cellstudy.data.cpjump1.plate_anomalies`); ``False``: keep them, flagged in the field
+        table's ``Metadata_anomaly``. Of :data:`FULL_PLATES` only the compound plates BR00117011 and
+        BR00117012 have none (every CRISPR and ORF plate has one), so excluding them leaves no genetic
+        plate and nothing for compound-gene matching.
     """
 
     plates: tuple[str, ...]
     fields: tuple[int, ...]
     wells: tuple[str, ...] | None = None
+    exclude_anomalous: bool = False
 
 
 FULL_PLATES = (

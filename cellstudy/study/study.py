@@ -23,8 +23,9 @@ import pandas as pd
 import torch
 
 from cellstudy.applications.label_efficiency import LabelEfficiencyConfig
-from cellstudy.data import gallery
-from cellstudy.data.fieldstore import FIELD_KEY, FieldStore, read_field_table, write_field_table
+from cellstudy.columns import ANOMALY, PLATE
+from cellstudy.data import cpjump1, gallery
+from cellstudy.data.fieldstore import FieldStore, read_field_table, write_field_table
 from cellstudy.data.sources import data_root, metadata_folder
 from cellstudy.evaluation.retrieval import MapSettings
 from cellstudy.files import atomic_path
@@ -206,23 +207,43 @@ class Study:
         shutil.rmtree(folder / simulate.IMAGE_FOLDER, ignore_errors=True)
         return simulate.simulate(config, folder, progress=progress)
 
+    def gallery_plates(self) -> list[str]:
+        """The plates of the size's Gallery selection, without the anomalous ones when it excludes them.
+
+        Raises
+        ------
+        ValueError
+            The size has no Gallery selection, or it excludes every one of its plates.
+        """
+        selection = self.size.gallery
+        if selection is None:
+            raise ValueError(f"run size {self.size.name} reads no plates from the Cell Painting Gallery")
+        if not selection.exclude_anomalous:
+            return list(selection.plates)
+        anomalies = cpjump1.plate_anomalies(self.metadata_dir, selection.plates)
+        plates = anomalies.loc[anomalies[ANOMALY] == cpjump1.NO_ANOMALY, PLATE].tolist()
+        if not plates:
+            raise ValueError(f"every plate of run size {self.size.name} has a staining anomaly: none is left")
+        return plates
+
     def screen_fields(self, config: gallery.GalleryConfig | None = None, progress: bool = True) -> pd.DataFrame:
         """The field table of the study's screen: the simulated one, or the Gallery's plates.
 
-        The Gallery's fields are downloaded first with :func:`cellstudy.data.gallery.download_screen`
-        (resuming file by file) unless the field table in :attr:`gallery_dir`, written once every file is
-        there, lists exactly the size's selection. ``config``: where the Gallery is (default
-        :func:`cellstudy.data.gallery.config_from_env`).
+        The Gallery's fields (of :meth:`gallery_plates`) are downloaded first with
+        :func:`cellstudy.data.gallery.download_screen` (resuming file by file) unless :attr:`gallery_dir`
+        holds a finished download of exactly the size's selection
+        (:func:`cellstudy.data.gallery.screen_is_downloaded`). The table lists only the fields with all
+        five channels; the skipped ones are in the report beside it. ``config``: where the Gallery is
+        (default :func:`cellstudy.data.gallery.config_from_env`).
         """
         selection = self.size.gallery
         if selection is None:
             return self.simulated_screen(progress).field_table()
-        folder, metadata = self.gallery_dir, str(self.metadata_dir)
-        saved = folder / gallery.FIELD_TABLE_FILE
-        expected = gallery.screen_field_table(selection.plates, folder, selection.fields, selection.wells, metadata)
-        if not (saved.exists() and _same_fields(read_field_table(saved), expected)):
+        folder, metadata, plates = self.gallery_dir, str(self.metadata_dir), self.gallery_plates()
+        expected = gallery.screen_field_table(plates, folder, selection.fields, selection.wells, metadata)
+        if not gallery.screen_is_downloaded(folder, expected):
             gallery.download_screen(
-                selection.plates,
+                plates,
                 folder,
                 selection.fields,
                 wells=selection.wells,
@@ -230,7 +251,9 @@ class Study:
                 config=config or gallery.config_from_env(),
                 progress=progress,
             )
-        return read_field_table(saved)  # read back either way, so that the column types do not depend on the path
+        return read_field_table(
+            folder / gallery.FIELD_TABLE_FILE
+        )  # read back either way, so that the column types do not depend on the path
 
     def methods(self) -> list[str]:
         """The profiling methods (:data:`PROFILING_METHODS`) compared: all but the oracle without planted truth."""
@@ -301,11 +324,3 @@ class Study:
 def _without_source(config: dict) -> dict:
     """A simulation config dict without ``metadata_folder``."""
     return {key: value for key, value in config.items() if key != "metadata_folder"}
-
-
-def _same_fields(table: pd.DataFrame, other: pd.DataFrame) -> bool:
-    """Whether two field tables list the same fields in the same order."""
-    keys = list(FIELD_KEY)
-    if len(table) != len(other):
-        return False
-    return bool((table[keys].astype(str).to_numpy() == other[keys].astype(str).to_numpy()).all())
