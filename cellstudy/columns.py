@@ -1,4 +1,5 @@
-"""Every ``Metadata_*`` column the study reads or writes, named once; and the names of the retrieval tasks.
+"""Every ``Metadata_*`` column the study reads or writes, named once; the decoded-field column of field tables;
+and the names of the retrieval tasks.
 
 A profile table has metadata columns (names starting with :data:`METADATA_PREFIX`) and feature columns
 (all others). The names follow the CPJUMP1 paper's profiles (pycytominer's ``Metadata_`` convention).
@@ -67,6 +68,11 @@ TILE_X = "Metadata_TileX"
 """Left column of a tile in its field."""
 CELL_COUNT = "Metadata_Count_Cells"
 """Cells segmented in a well (classical features)."""
+
+# Field tables (:mod:`cellstudy.data.fieldstore`)
+DECODED_FIELD = "decoded_field"
+"""Optional field-table column: the ``.npy`` file holding the field decoded (:mod:`cellstudy.data.decodedstore`),
+read in place of its TIFFs."""
 
 # Values of the ``task`` column of retrieval results
 TASK = "task"

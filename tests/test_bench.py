@@ -28,3 +28,21 @@ def test_progress_bars_only_when_every_stream_is_a_terminal(tmp_path):
         assert not bench.show_progress(io.StringIO()) and not bench.show_progress(log)
         assert not bench.show_progress(terminal, log) and not bench.show_progress(terminal, None)
     os.close(leader)
+
+
+REAL_FIELDS = METADATA.parent / "images"
+needs_real_fields = pytest.mark.skipif(not REAL_FIELDS.is_dir(), reason="real sample fields absent")
+
+
+@needs_real_fields
+def test_store_benchmarks_run_at_a_tiny_size():
+    samples = {"mae": (2, 1), "dino": (1, 1)}
+    plate = bench.bench_store_plate(n_fields=3, decoded=1, samples=samples)
+    real = bench.bench_store_real(samples=samples)
+    for results in (plate, real):
+        assert results["store MB per field"] == pytest.approx(5 * 1080 * 1080 * 2 / 1e6, rel=1e-3)
+        rates = [value for metric, value in results.items() if "/s" in metric and isinstance(value, float)]
+        assert len(rates) == 6 and all(rate > 0 for rate in rates)
+        verdicts = [results[f"{method} >= {target:g}/s per core"] for method, target in bench.STORE_TARGETS.items()]
+        assert all(value == "met" or value.startswith("MISSED by") for value in verdicts)
+    assert plate["fields"] == 3.0 and real["fields"] == 10.0

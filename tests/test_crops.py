@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from skimage.filters import threshold_otsu
 
-from cellstudy.data.images import DAOY_CHANNELS, write_field
+from cellstudy.data.decodedstore import convert_fields
+from cellstudy.data.fieldstore import FieldStore
+from cellstudy.data.images import DAOY_CHANNELS, list_fields, write_field
 from cellstudy.training.crops import (
     ChannelStats,
     CropConfig,
@@ -17,10 +19,12 @@ from cellstudy.training.crops import (
     cell_threshold,
     compute_channel_stats,
     crop_fractions,
+    crop_loader,
     load_fields,
     normalise,
     sample_position,
 )
+from cellstudy.training.train import StepBatchSampler
 
 IDENTITY = ChannelStats(mean=[0.0] * 5, std=[1.0] * 5, scale=[1.0] * 5, transform="raw")
 """Statistics under which normalise() returns raw intensities unchanged."""
@@ -263,3 +267,18 @@ def test_load_fields_reads_the_given_layout(tmp_path):
     assert [field.tobytes() for field in fields] == [image.tobytes()] and names[0].endswith("DAOY/B02/f01")
     with pytest.raises(ValueError, match=r"unknown channel layout 'cp9'; known layouts: \['cpjump1', 'daoy'\]"):
         load_fields(tmp_path, "cp9")
+
+
+def test_loader_batches_are_the_same_whatever_the_number_of_workers(tmp_path):
+    fields = [blob_field(seed=seed) for seed in range(3)]
+    for index, field in enumerate(fields):
+        write_field(tmp_path / "plate", "A01", index + 1, field)
+    table = convert_fields(list_fields(tmp_path / "plate"), tmp_path / "decoded", n_workers=1, progress=False)
+    config = CropConfig(global_size=32, region_size=48, n_global=2, n_local=2, local_size=16)
+    dataset = CropDataset(FieldStore(table, progress=False), config, compute_channel_stats(fields), seed=5)
+    sampler = StepBatchSampler(0, 4, batch_size=6)
+    serial, parallel = (list(crop_loader(dataset, sampler, num_workers)) for num_workers in (0, 2))
+    assert len(serial) == len(parallel) == 4
+    for one, other in zip(serial, parallel):
+        assert one["seed"].tolist() == other["seed"].tolist()
+        assert [view.numpy().tobytes() for view in one["views"]] == [view.numpy().tobytes() for view in other["views"]]

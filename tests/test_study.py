@@ -9,9 +9,11 @@ import pytest
 import test_gallery
 import torch
 
+from cellstudy.columns import DECODED_FIELD
 from cellstudy.data import cpjump1, gallery
+from cellstudy.data.decodedstore import convert_fields
 from cellstudy.data.fieldstore import read_field_table
-from cellstudy.data.images import list_fields, write_field
+from cellstudy.data.images import list_fields, read_field, write_field
 from cellstudy.profiling import embed
 from cellstudy.simulation import simulate
 from cellstudy.study import Study, runsize
@@ -225,11 +227,17 @@ def test_tables_are_saved_atomically_under_the_notebooks_results(tmp_path):
         study.read_result("05_embedding", "profiles_overview")
 
 
-def test_simulated_profiles_screen_the_simulated_fields(tmp_path):
+def test_simulated_profiles_screen_the_simulated_fields_through_the_decoded_store(tmp_path):
     study = study_of("quick", tmp_path, simulation=TINY)
     table = study.screen_fields(progress=False)
     loaded = simulate.SimulationResult.load(study.simulation_dir).field_table()
-    pd.testing.assert_frame_equal(table, loaded, check_dtype=False)  # a fresh screen's empty columns are str
+    pd.testing.assert_frame_equal(
+        table.drop(columns=DECODED_FIELD), loaded, check_dtype=False
+    )  # a fresh screen's empty columns are str
+    assert all(path.startswith(str(study.decoded_dir)) for path in table[DECODED_FIELD])
+    from_store, _ = embed.read_fields(table, progress=False)
+    from_tiffs = [read_field(row.folder, row.well, row.field) for row in loaded.itertuples()]
+    assert [image.tobytes() for image in from_store] == [image.tobytes() for image in from_tiffs]
 
 
 def test_full_screen_is_downloaded_from_the_configured_endpoint_then_loaded(tmp_path, monkeypatch, endpoint, bucket):
@@ -280,10 +288,12 @@ def test_full_run_size_pretrains_from_disk_as_the_default_does_in_memory(tmp_pat
     config = train.apply_overrides(
         train.default_config("mae", "cpu"), {"train": {"steps": 2, "batch_size": 2, "device": "cpu"}}
     )
+    decoded = convert_fields(table, tmp_path / "decoded", n_workers=1, progress=False)
     steps = {
         size: study_of(size).pretrain(config, table, tmp_path / size) for size in ("default", "full")
     }  # without several GPUs, full trains in this process from a FieldStore
-    assert steps == {"default": 2, "full": 2}
+    steps["full, decoded"] = study_of("full").pretrain(config, decoded, tmp_path / "full, decoded")
+    assert steps == {"default": 2, "full": 2, "full, decoded": 2}
     weights = {size: torch.load(tmp_path / size / train.ENCODER, weights_only=True)["encoder"] for size in steps}
     assert all(torch.equal(weights["full"][name], tensor) for name, tensor in weights["default"].items())
 

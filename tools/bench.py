@@ -40,7 +40,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cellstudy.columns import MODALITY, NEGCON, PERT_TYPE, SAMPLE, TARGET_LIST
-from cellstudy.data import cpjump1, images, sources
+from cellstudy.data import cpjump1, decodedstore, images, sources
+from cellstudy.data.fieldstore import FieldStore
 from cellstudy.evaluation.retrieval import (
     MapSettings,
     compound_gene_matching,
@@ -48,11 +49,12 @@ from cellstudy.evaluation.retrieval import (
     sister_matching,
 )
 from cellstudy.features import classical, segmentation
+from cellstudy.parallel import map_with_progress
 from cellstudy.profiling.profiles import consensus
 from cellstudy.simulation import simulate
 from cellstudy.study import Study
 from cellstudy.training import train
-from cellstudy.training.crops import CropDataset, compute_channel_stats
+from cellstudy.training.crops import CropDataset, compute_channel_stats, crop_loader
 
 Result = dict[str, float | str]
 """Metric name -> number, or a verdict (``"met"`` / ``"MISSED by ..."``) for a target."""
@@ -153,7 +155,7 @@ def training_throughput(config: train.ExperimentConfig, min_peak_percent: float 
 def loader_images_per_s(config: train.ExperimentConfig, steps: int = 10) -> float:
     """Samples per second the training data loader delivers (crop sampling, filter, augmentation, normalisation)."""
     sampler = train.StepBatchSampler(0, steps, config.train.batch_size)
-    loader = torch.utils.data.DataLoader(_dataset(config), batch_sampler=sampler, num_workers=config.train.num_workers)
+    loader = crop_loader(_dataset(config), sampler, config.train.num_workers)
     return steps * config.train.batch_size / _timed(lambda: list(loader), 1)
 
 
@@ -195,6 +197,123 @@ def bench_loader(run_size: str = "default") -> Result:
             f"{method} loader faster": verdict(ratio, 1.0),
         }
     return results
+
+
+def _cpu_seconds(function: Callable[[], object]) -> float:
+    """CPU seconds (user and system) this process spends in ``function``: a single-process rate per core that
+    other work on the machine disturbs less than wall-clock time.
+    """
+    start = time.process_time()
+    function()
+    return time.process_time() - start
+
+
+def _synthetic_field(real: tuple, index: int) -> np.ndarray:
+    """Field ``index`` of the synthetic plate: a real field, rolled by a seeded offset and turned, so that its
+    cells and its compressibility are a real field's.
+    """
+    rng = np.random.default_rng([0, index])
+    field = np.roll(real[index % len(real)], tuple(rng.integers(1, 1080, size=2)), axis=(1, 2))
+    return np.ascontiguousarray(np.rot90(field, k=int(rng.integers(4)), axes=(1, 2)))
+
+
+def _write_synthetic_field(task: tuple[str, str, int, int]) -> None:
+    """Write one field of the synthetic plate (``folder, well, field, index``)."""
+    folder, well, field, index = task
+    images.write_field(folder, well, field, _synthetic_field(_real_fields(), index))
+
+
+def synthetic_plate(folder: str, n_fields: int, fields_per_well: int = 4, n_workers: int = 2) -> pd.DataFrame:
+    """A plate of ``n_fields`` 1080 x 1080 fields written as the Gallery's (flat Phenix-named LZW TIFFs in the plate's
+    folder), ``fields_per_well`` per well in row-major well order (:func:`_synthetic_field`); its field table.
+    """
+    wells = [images.well_id(row, col) for row in range(1, 17) for col in range(1, 25)]
+    tasks = [(folder, wells[index // fields_per_well], index % fields_per_well + 1, index) for index in range(n_fields)]
+    map_with_progress(_write_synthetic_field, tasks, n_workers, "writing a plate", "field", False, chunksize=1)
+    return images.list_fields(folder)
+
+
+STORE_VIEWS = {"mae": {}, "dino": {"crops": {"n_local": 8}}}
+"""Changes to the ``full`` run size's crops for the store benchmark: MAE's 224 px crop; DINO with 2 x 224 px and
+8 x 96 px views (the preset has 6 local views)."""
+STORE_TARGETS = {"mae": 200.0, "dino": 40.0}
+"""Samples per second per core from the decoded store that 16 cores need to feed a GPU (MAE: 3,000/s; DINO: 640/s)."""
+
+
+def _samples_per_cpu_second(dataset: CropDataset, count: int) -> float:
+    """Samples per CPU second of the first ``count`` samples of ``dataset``."""
+    return count / _cpu_seconds(lambda: [dataset[index] for index in range(count)])
+
+
+def crop_rates(store: FieldStore, tiffs: FieldStore, samples: dict[str, tuple[int, int]]) -> Result:
+    """Samples/s per core (:func:`_cpu_seconds`) of the ``full`` size's crops (:data:`STORE_VIEWS`) read from the
+    decoded ``store`` and from the same fields' ``tiffs``; ``samples[method]``: samples timed from each.
+
+    Each field's cell threshold is computed before timing, as a long run has it (computed once per field).
+    """
+    results: Result = {}
+    for method, (from_store, from_tiffs) in samples.items():
+        config = train.apply_overrides(Study.create("full").training_config(method), STORE_VIEWS[method])
+        stats = compute_channel_stats(store, config.crops.transform)
+        rates = {}
+        for name, fields, count in (("store", store, from_store), ("TIFF", tiffs, from_tiffs)):
+            dataset = CropDataset(fields, config.crops, stats)
+            for which in range(len(store)):
+                dataset.threshold(which, store[which][config.crops.dna_channel])
+            rates[name] = _samples_per_cpu_second(dataset, count)
+        unit = "crops" if method == "mae" else "samples"
+        results |= {
+            f"{method} {unit}/s per core, store": rates["store"],
+            f"{method} {unit}/s per core, TIFF": rates["TIFF"],
+            f"{method} store/TIFF": rates["store"] / rates["TIFF"],
+            f"{method} >= {STORE_TARGETS[method]:g}/s per core": verdict(rates["store"], STORE_TARGETS[method]),
+        }
+    return results
+
+
+def store_benchmark(
+    fields: pd.DataFrame, folder: str, decoded: int, samples: dict[str, tuple[int, int]], n_workers: int = 2
+) -> Result:
+    """The decoded store of a field table: TIFF fields decoded/s per core (the first ``decoded`` fields),
+    conversion fields/s with ``n_workers`` processes into a new store in ``folder``, size per field (TIFF and
+    store) and :func:`crop_rates`.
+    """
+    tiffs = FieldStore(fields, progress=False)
+    decode_s = _cpu_seconds(lambda: [tiffs[index] for index in range(decoded)])
+    convert_s = _timed(lambda: decodedstore.convert_fields(fields, folder, n_workers, progress=False), 1)
+    store = FieldStore(decodedstore.convert_fields(fields, folder, n_workers, progress=False), progress=False)
+    tiff_bytes = sum(
+        path.stat().st_size
+        for row in fields.itertuples()
+        for path in images.channel_paths(row.folder, row.well, row.field)
+    )
+    store_bytes = sum(os.path.getsize(path) for path in store.decoded)
+    return {
+        "fields": float(len(fields)),
+        "TIFF fields decoded/s per core": decoded / decode_s,
+        f"conversion fields/s, {n_workers} processes": len(fields) / convert_s,
+        "TIFF MB per field": tiff_bytes / len(fields) / 1e6,
+        "store MB per field": store_bytes / len(fields) / 1e6,
+    } | crop_rates(store, tiffs, samples)
+
+
+def bench_store_real(samples: dict[str, tuple[int, int]] | None = None) -> Result:
+    """The decoded store of the ten real 1080 x 1080 fields (:func:`store_benchmark`)."""
+    fields = sources.sample_fields(download=False)
+    with tempfile.TemporaryDirectory() as folder:
+        return store_benchmark(fields, folder, len(fields), samples or {"mae": (400, 30), "dino": (100, 20)})
+
+
+def bench_store_plate(
+    n_fields: int = 200, decoded: int = 40, samples: dict[str, tuple[int, int]] | None = None
+) -> Result:
+    """The decoded store of a synthetic plate of ``n_fields`` fields in the Gallery's layout (:func:`synthetic_plate`,
+    :func:`store_benchmark`; TIFF decoding timed on ``decoded`` of them).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        fields = synthetic_plate(os.path.join(folder, "BR00000000"), n_fields)
+        samples = samples or {"mae": (400, 30), "dino": (100, 20)}
+        return store_benchmark(fields, os.path.join(folder, "decoded"), decoded, samples)
 
 
 BENCH_SCREEN = replace(simulate.SimulationConfig(), n_genes=4, n_replicate_plates=2, negcon_wells_per_plate=4)
@@ -314,6 +433,8 @@ BENCHMARKS: dict[str, Callable[[], Result]] = {
     "mae_training": bench_mae_training,
     "dino_training": bench_dino_training,
     "loader": bench_loader,
+    "store_real": bench_store_real,
+    "store_plate": bench_store_plate,
     "simulated_screen": bench_simulated_screen,
     "retrieval_scale": bench_retrieval_scale,
 }

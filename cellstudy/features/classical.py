@@ -37,7 +37,8 @@ from cp_measure.bulk import get_core_measurements, get_correlation_measurements
 from skimage.segmentation import relabel_sequential
 
 from cellstudy.columns import CELL_COUNT, METADATA_PREFIX
-from cellstudy.data.images import CHANNELS, field_channel_maps, read_field
+from cellstudy.data.fieldstore import decoded_files, read_table_field
+from cellstudy.data.images import CHANNELS, field_channel_maps
 from cellstudy.features.segmentation import segment_cells, segment_nuclei
 from cellstudy.parallel import map_with_progress
 
@@ -434,6 +435,7 @@ class _WellTask(NamedTuple):
     well: str
     fields: tuple[int, ...]
     channel_maps: tuple[Mapping[str, int], ...]
+    decoded: tuple[str | None, ...]
     families: FeatureFamilies
     agg: str
     nuclei_options: dict[str, float]
@@ -443,8 +445,8 @@ class _WellTask(NamedTuple):
 def _profile_well(task: _WellTask) -> pd.Series:
     """Read, segment and measure every field of one well; its :func:`well_profile`."""
     tables = []
-    for field, channel_map in zip(task.fields, task.channel_maps):
-        image = read_field(task.folder, task.well, field, channel_map)
+    for field, channel_map, decoded in zip(task.fields, task.channel_maps, task.decoded):
+        image = read_table_field(task.folder, task.well, field, channel_map, decoded)
         try:
             tables.append(
                 measure_field(
@@ -481,6 +483,7 @@ def _well_tasks(
                 well,
                 tuple(int(field) for field in group["field"]),
                 tuple(field_channel_maps(group)),
+                tuple(decoded_files(group)),
                 families,
                 agg,
                 dict(nuclei_options or {}),

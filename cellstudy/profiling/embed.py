@@ -33,8 +33,8 @@ import torch
 from tqdm import tqdm
 
 from cellstudy.columns import FIELD, METADATA_PREFIX, N_TILES, TILE_X, TILE_Y
-from cellstudy.data.fieldstore import FIELD_KEY
-from cellstudy.data.images import CHANNELS, field_channel_maps, read_field
+from cellstudy.data.fieldstore import FIELD_KEY, FieldStore
+from cellstudy.data.images import CHANNELS
 from cellstudy.models.vit import EncoderConfig, ViTEncoder, build_encoder
 from cellstudy.training.crops import ChannelStats, CropConfig, cell_threshold, normalise
 from cellstudy.training.train import PretrainedEncoder, load_encoder
@@ -174,16 +174,12 @@ def random_init_encoder(
 def read_fields(fields: pd.DataFrame, progress: bool = True) -> tuple[list[np.ndarray], list[str]]:
     """The ``(5, H, W)`` images of a field table's rows, and names ``"<folder>/<well>/f<field>"`` for messages.
 
-    Each row is read in its channel layout (:func:`cellstudy.data.images.field_channel_maps`).
+    Each row is read as a :class:`~cellstudy.data.fieldstore.FieldStore` reads it: from its decoded file where
+    the table names one, else from its TIFFs in its channel layout.
     """
-    rows = zip(fields[list(FIELD_KEY)].itertuples(index=False), field_channel_maps(fields))
-    images = [
-        read_field(folder, well, int(field), channel_map)
-        for (folder, well, field), channel_map in tqdm(
-            rows, total=len(fields), desc="reading fields", unit="field", disable=not progress
-        )
-    ]
-    return images, [f"{folder}/{well}/f{int(field):02d}" for folder, well, field in fields[list(FIELD_KEY)].to_numpy()]
+    store = FieldStore(fields, progress=False)
+    rows = tqdm(range(len(store)), desc="reading fields", unit="field", disable=not progress)
+    return [np.array(store[row]) for row in rows], store.names
 
 
 class _Tiles(NamedTuple):
@@ -203,11 +199,12 @@ def field_tiles(
     seed: int,
     progress: bool,
 ) -> Iterator[_Tiles]:
-    """Read every field of the table (in its channel layout) and yield its filtered, normalised tiles.
+    """Read every field of the table (as a :class:`~cellstudy.data.fieldstore.FieldStore` reads it) and yield its
+    filtered, normalised tiles.
 
     At most ``max_tiles_per_field`` tiles of a field are kept.
     """
-    channel_maps = field_channel_maps(fields)
+    store = FieldStore(fields, progress=False)
     for row, (folder, well, field) in enumerate(
         tqdm(
             fields[list(FIELD_KEY)].itertuples(index=False),
@@ -217,7 +214,7 @@ def field_tiles(
             disable=not progress,
         )
     ):
-        image = read_field(folder, well, int(field), channel_maps[row])
+        image = store[row]
         try:
             tiles, corners = cell_tiles(image, size, crops)
         except ValueError as error:

@@ -88,6 +88,8 @@ class RunSize:
         Share of the steps (and warm-up) for pre-training on the ten real fields.
     pretraining_fields
         Fields of the screen pre-training reads (a seeded sample; ``None``: all).
+    store_workers
+        Processes decoding the screen's fields into the decoded field store (the store does not depend on it).
     embedding_batch_size
         Tiles per encoder call when embedding (the profiles do not depend on it).
     embedding_device
@@ -120,6 +122,7 @@ class RunSize:
     pretraining_fields: int | None
     embedding_device: str = "cpu"
     real_field_steps: float = 0.2
+    store_workers: int = 2
     embedding_batch_size: int = 256
     pixel_sample: int = 50_000
     control_fields: int = 12
@@ -186,6 +189,7 @@ FULL = RunSize(
     mask_sweep={},
     mask_sweep_tiles_per_field=None,
     embedding_device="auto",
+    store_workers=8,
 )
 """The real CPJUMP1 plates on GPUs: the GPU preset and every module default unchanged."""
 

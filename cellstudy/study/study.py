@@ -24,7 +24,7 @@ import torch
 
 from cellstudy.applications.label_efficiency import LabelEfficiencyConfig
 from cellstudy.columns import ANOMALY, PLATE
-from cellstudy.data import cpjump1, gallery
+from cellstudy.data import cpjump1, decodedstore, gallery
 from cellstudy.data.fieldstore import FieldStore, read_field_table, write_field_table
 from cellstudy.data.sources import data_root, metadata_folder
 from cellstudy.evaluation.retrieval import MapSettings
@@ -129,6 +129,11 @@ class Study:
         return self.build_dir / "gallery"
 
     @property
+    def decoded_dir(self) -> Path:
+        """The decoded field store of the study's screen (:mod:`cellstudy.data.decodedstore`), beside its images."""
+        return (self.gallery_dir if self.real_screen else self.simulation_dir) / "decoded"
+
+    @property
     def profiles_dir(self) -> Path:
         """The well-profile tables (written by the embedding notebook)."""
         return self.build_dir / "profiles"
@@ -227,7 +232,9 @@ class Study:
         return plates
 
     def screen_fields(self, config: gallery.GalleryConfig | None = None, progress: bool = True) -> pd.DataFrame:
-        """The field table of the study's screen: the simulated one, or the Gallery's plates.
+        """The field table of the study's screen (the simulated one, or the Gallery's plates), each field decoded
+        once into the store in :attr:`decoded_dir` (:func:`cellstudy.data.decodedstore.convert_fields`), which
+        every later reader of the table reads in place of the TIFFs.
 
         The Gallery's fields (of :meth:`gallery_plates`) are downloaded first with
         :func:`cellstudy.data.gallery.download_screen` (resuming file by file) unless :attr:`gallery_dir`
@@ -236,6 +243,11 @@ class Study:
         five channels; the skipped ones are in the report beside it. ``config``: where the Gallery is
         (default :func:`cellstudy.data.gallery.config_from_env`).
         """
+        table = self._screen_tiff_fields(config, progress)
+        return decodedstore.convert_fields(table, self.decoded_dir, self.size.store_workers, progress)
+
+    def _screen_tiff_fields(self, config: gallery.GalleryConfig | None, progress: bool) -> pd.DataFrame:
+        """The field table of the study's screen as simulated or downloaded (TIFFs only)."""
         selection = self.size.gallery
         if selection is None:
             return self.simulated_screen(progress).field_table()
@@ -284,7 +296,8 @@ class Study:
     def pretrain(self, config: train.ExperimentConfig, training_table: pd.DataFrame, model_dir: Path) -> int:
         """Pre-train ``config`` on the fields of ``training_table`` into ``model_dir``; returns the steps done.
 
-        A simulated screen is held in memory. The Gallery's fields are read from disk as crops need them
+        A simulated screen is held in memory. The Gallery's fields are read from disk (their decoded files, where
+        the table names them) as crops need them
         (:class:`cellstudy.data.fieldstore.FieldStore`) and, with several GPUs, trained on by one ``torchrun``
         process per GPU on the table written to ``model_dir`` as :data:`TRAINING_FIELDS`. A checkpoint of the
         same configuration in ``model_dir`` is resumed (:func:`cellstudy.training.train.resumable`).

@@ -21,7 +21,8 @@ Augmentation (per view): one of the 8 flips/rotations, and per channel an
 intensity scale and a gamma, both applied to raw intensities before ``log1p``.
 
 Sample ``i`` of a :class:`CropDataset` is a pure function of ``(seed, i)``, so
-any split of the sample stream over processes or restarts sees the same crops.
+any split of the sample stream over processes, restarts or loader workers sees the same crops;
+:func:`crop_loader` batches them with worker processes that prefetch ahead of a GPU.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ TRANSFORMS = ("log1p", "raw")
 """Intensity transforms applied before standardisation."""
 STANDARDISE = ("dataset", "crop")
 """Standardisation modes: dataset statistics, or each crop's own per-channel mean and std."""
+PREFETCH_BATCHES = 4
+"""Batches each loader worker prepares ahead of the one being consumed (:func:`crop_loader`)."""
 
 
 @dataclass
@@ -415,6 +418,35 @@ class CropDataset(torch.utils.data.Dataset):
             crop = augment(field[:, y : y + size, x : x + size], rng, cfg, self.stats)
             views.append(torch.from_numpy(normalise(crop, self.stats, cfg.standardise)))
         return {"views": views, "seed": int(rng.integers(2**62))}
+
+
+def _single_threaded_worker(worker_id: int) -> None:
+    """Loader workers run torch on one thread each: they are as many as the cores they share."""
+    torch.set_num_threads(1)
+
+
+def crop_loader(
+    dataset: CropDataset,
+    batch_sampler: torch.utils.data.Sampler,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    """Batches of ``dataset`` in the order of ``batch_sampler``, cut by ``num_workers`` worker processes (0: in
+    this process), each reading its crops from the dataset's fields (for a
+    :class:`~cellstudy.data.fieldstore.FieldStore` of a decoded store, memory maps opened in the worker).
+
+    Each worker keeps :data:`PREFETCH_BATCHES` batches ready; ``pin_memory`` puts them in page-locked memory
+    for asynchronous copies to a GPU. The batches are the same, bit for bit, whatever ``num_workers``: sample
+    ``i`` depends only on ``(seed, i)``, and the loader returns batches in the sampler's order.
+    """
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        prefetch_factor=PREFETCH_BATCHES if num_workers else None,
+        worker_init_fn=_single_threaded_worker if num_workers else None,
+    )
 
 
 def load_fields(root: str | os.PathLike, layout: str = DEFAULT_LAYOUT) -> tuple[list[np.ndarray], list[str]]:

@@ -1,6 +1,7 @@
 """One training loop for MAE and DINO pre-training.
 
-:func:`train` runs either method on fields held in memory:
+:func:`train` runs either method on fields held in memory or read from disk as crops need them
+(a :class:`~cellstudy.data.fieldstore.FieldStore`, of a decoded store for speed):
 
 - **Reproducible.** Sample ``i`` of the crop stream depends only on
   ``(seed, i)`` (:class:`~cellstudy.training.crops.CropDataset`); step ``s`` uses samples
@@ -57,6 +58,7 @@ from cellstudy.training.crops import (
     CropConfig,
     CropDataset,
     compute_channel_stats,
+    crop_loader,
 )
 
 METHODS = ("mae", "dino")
@@ -106,8 +108,8 @@ class TrainConfig:
     amp
         bf16 autocast on CUDA (ignored on CPU, where runs stay float32 and bitwise reproducible).
     num_workers
-        DataLoader worker processes. 0 on 2-core CPUs (workers would steal the
-        model's cores); 6-10 per GPU.
+        Loader worker processes (:func:`cellstudy.training.crops.crop_loader`; the batches do not depend on
+        it). 0 on 2-core CPUs (workers would steal the model's cores); 6-10 per GPU.
     checkpoint_every
         Write ``checkpoint.pt`` and ``encoder.pt`` every this many steps (and at the end).
     """
@@ -562,7 +564,8 @@ def train(
     config
         Full experiment configuration.
     fields
-        ``(C, H, W)`` fields held in memory (:func:`cellstudy.training.crops.load_fields`).
+        ``(C, H, W)`` fields held in memory (:func:`cellstudy.training.crops.load_fields`), or a
+        :class:`~cellstudy.data.fieldstore.FieldStore` that reads each from disk.
     out_dir
         Receives ``checkpoint.pt``, ``encoder.pt``, ``metrics.jsonl`` and ``config.json``.
     names
@@ -668,9 +671,7 @@ def _train(
 
     dataset = CropDataset(fields, config.crops, stats, seed=cfg.seed, names=names)
     sampler = StepBatchSampler(start_step, end_step, cfg.batch_size, ctx.rank, ctx.world_size)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda"
-    )
+    loader = crop_loader(dataset, sampler, cfg.num_workers, pin_memory=device.type == "cuda")
     network = model
     if ctx.world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
