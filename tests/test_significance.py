@@ -123,3 +123,15 @@ def test_null_table_is_every_placement():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="bogus"):
         significance.unit_p_values(ap_table(["a"], [0.5], [(1, 4)]), "unit", "bogus")
+
+
+def test_a_unit_far_above_the_threshold_stops_after_the_first_draws():
+    """p after 1,000 draws above the stop level: the unit keeps that p-value, valid and never retrieved."""
+    configurations = np.array([(3, 67)] * 4)
+    rng = np.random.default_rng(5)
+    p_value, exact = significance.study_p_value(configurations, 0.1, 100_000, rng, stop_above=0.1)
+    replay = significance.monte_carlo_null(configurations, significance.FIRST_DRAWS, np.random.default_rng(5))
+    assert not exact
+    assert p_value == (1 + (replay >= 0.1 - 1e-9).sum()) / (1 + significance.FIRST_DRAWS) > 0.1
+    strong, _ = significance.study_p_value(configurations, 0.6, 100_000, np.random.default_rng(5), stop_above=0.1)
+    assert strong == pytest.approx(1 / 100_001)  # below the stop level: the full null is drawn

@@ -168,6 +168,8 @@ def test_classical_wells_live_beside_the_simulated_screen(tmp_path):
 def test_retrieval_nulls_default_to_the_papers_size():
     assert QUICK.map_null_size < DEFAULT.map_null_size == FULL.map_null_size == 100_000
     assert study_of("default").map_settings().null_size == 100_000
+    assert study_of("default").map_settings().method == "study"
+    assert study_of("quick").map_settings(method="paper").method == "paper"
 
 
 def test_full_plates_are_the_u2os_long_plates_of_every_modality():

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cellstudy.columns import MODALITY, NEGCON, PERT_TYPE, SAMPLE, TARGET_LIST
+from cellstudy.columns import MODALITY, NEGCON, PERT_TYPE, PLATE, SAMPLE, TARGET_LIST
 from cellstudy.data import cpjump1, decodedstore, images, sources
 from cellstudy.data.fieldstore import FieldStore
 from cellstudy.evaluation.retrieval import (
@@ -368,6 +368,15 @@ def planted_profiles(wells: pd.DataFrame, n_features: int, seed: int) -> pd.Data
     return pd.concat([wells, features], axis="columns")
 
 
+def stratified_subset(wells: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """About ``fraction`` of each plate's control and other wells, at least one of each: every plate keeps a control."""
+    parts = [
+        rows.sample(n=max(1, round(fraction * len(rows))), random_state=seed)
+        for _, rows in wells.groupby([PLATE, NEGCON], sort=True)
+    ]
+    return pd.concat(parts).sort_index()
+
+
 def scale_benchmark(
     n_wells: int = 15_275, n_features: int = 1000, null_size: int = 100_000, seed: int = 0
 ) -> dict[str, float]:
@@ -376,7 +385,8 @@ def scale_benchmark(
     Parameters
     ----------
     n_wells
-        Wells kept (a seeded random subset of the 15,275 profiled wells when smaller).
+        Wells kept (about; a seeded random subset of the 15,275 profiled wells per plate and control status
+        when smaller).
     n_features
         Feature columns.
     null_size
@@ -390,7 +400,7 @@ def scale_benchmark(
     """
     wells = cpjump1.well_table(profiled_only=True)
     if n_wells < len(wells):
-        wells = wells.sample(n=n_wells, random_state=seed).sort_index()
+        wells = stratified_subset(wells, n_wells / len(wells), seed)
     profiles = planted_profiles(wells, n_features, seed)
     settings = MapSettings(null_size=null_size, seed=seed)
     timings: dict[str, float] = {}

@@ -190,7 +190,7 @@ def c3_tests(paired: pd.DataFrame, labels: Mapping[str, str], testable: Callable
     return [
         test_row(
             "C3",
-            f"{labels[row.a]} − {labels[row.b]}, {row.row} ({row.n} units)",
+            f"{labels[row.a]} − {labels[row.b]}, {row.row} ({row.n} perturbation sets)",
             claims.interval_verdict(row.mean_difference, row.ci_low, row.ci_high, testable=testable(row.row)),
             row.mean_difference,
             row.ci_low,

@@ -135,12 +135,14 @@ def retrieval_scores(
 
     :func:`cellstudy.profiling.embed.embed` (``embed_options`` go to :func:`~cellstudy.profiling.embed.embed_fields`), then
     :func:`cellstudy.profiling.profiles.postprocess` with :data:`~cellstudy.profiling.profiles.EMBEDDING_POSTPROCESSING`, then
-    :func:`cellstudy.evaluation.retrieval.run_tasks`; returns :func:`cellstudy.evaluation.retrieval.fraction_retrieved` of the results.
+    :func:`cellstudy.evaluation.retrieval.run_tasks`; returns :func:`cellstudy.evaluation.retrieval.fraction_retrieved` of the
+    results, without the groups that have no unit to test (no replicable perturbation to match).
     """
     profiles = postprocess(
         embed.embed(load_encoder(encoder_path), field_table, **embed_options), EMBEDDING_POSTPROCESSING
     )
-    return retrieval.fraction_retrieved(retrieval.run_tasks(profiles, map_settings))
+    summary = retrieval.fraction_retrieved(retrieval.run_tasks(profiles, map_settings))
+    return summary[summary["n"] > 0].reset_index(drop=True)
 
 
 def mask_ratio_sweep(

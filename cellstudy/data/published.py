@@ -7,17 +7,12 @@ batch. :func:`load_published_profiles` reads them into the study's profile
 layout, so the same :mod:`cellstudy.evaluation.retrieval` tasks reproduce the paper's table,
 which :func:`load_paper_results` reads into the layout of
 :func:`cellstudy.evaluation.retrieval.fraction_retrieved` for a side-by-side comparison.
-The files are already post-processed, so they go to the tasks as they are::
+The files are already post-processed, so they go to the tasks as they are, scored with the paper's
+significance test wherever the result is set beside the paper's::
 
     wells = load_published_profiles("profiles/2020_11_04_CPJUMP1")
-    replicates = retrieval.replicate_retrieval(wells)
-    perturbations = profiles.consensus(wells)
-    results = [
-        replicates,
-        retrieval.sister_matching(perturbations, replicates),
-        retrieval.compound_gene_matching(perturbations, perturbations, replicates),
-    ]
-    ours = pd.concat([retrieval.fraction_retrieved(result) for result in results])
+    results = retrieval.run_tasks(wells, retrieval.MapSettings(method="paper"))
+    ours = retrieval.fraction_retrieved(results)
     ours.merge(load_paper_results(), on=columns.SUMMARY_COLUMNS, suffixes=("", "_paper"))
 """
 

@@ -8,6 +8,7 @@ gene in the matching tasks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from cellstudy.columns import (
     TASKS,
     TIMEPOINT,
 )
-from cellstudy.evaluation import retrieval
+from cellstudy.evaluation import retrieval, significance
 from cellstudy.evaluation.retrieval import SUMMARY_COLUMNS, MapSettings, fraction_retrieved, run_tasks, tested
 from cellstudy.profiling.profiles import (
     PAPER_FEATURE_SELECTION,
@@ -164,6 +165,44 @@ def paired_comparisons(
     return pd.DataFrame(rows)
 
 
+def by_significance_test(
+    profiles: Mapping[str, pd.DataFrame], results: pd.DataFrame, settings: MapSettings
+) -> pd.DataFrame:
+    """Fraction retrieved per method × task × modality under each significance test
+    (:data:`cellstudy.evaluation.significance.METHODS`), each chaining the tasks as the paper does (its own
+    replicable perturbations go on to matching). The study test's numbers are ``results``'; the others are scored
+    here on the same profiles and pairs. Columns: ``test``, ``method``, :data:`TASK_COLUMNS`, ``n``, ``n_sets``,
+    ``fraction_retrieved``.
+    """
+    tables = []
+    for method, table in profiles.items():
+        for test in significance.METHODS:
+            scored = (
+                results[results[METHOD] == method]
+                if test == settings.method
+                else run_tasks(table, replace(settings, method=test))
+            )
+            summary = fraction_retrieved(scored, by=TASK_COLUMNS)
+            tables.append(summary[summary["n"] > 0].assign(test=test, method=method))
+    columns = ["test", METHOD, *TASK_COLUMNS, "n", "n_sets", "fraction_retrieved"]
+    return pd.concat(tables, ignore_index=True)[columns]
+
+
+def significance_table(by_test: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataFrame:
+    """:func:`by_significance_test` as a table: one row per method and task × modality, one column per test
+    with its fraction retrieved and, in brackets, the units it rests on (``n / n_sets``).
+    """
+    cells = by_test.assign(
+        row=task_label(by_test),
+        method=by_test[METHOD].map(labels),
+        cell=[
+            f"{fraction:.2f} ({int(n)}/{int(sets)})"
+            for fraction, n, sets in by_test[["fraction_retrieved", "n", "n_sets"]].to_numpy()
+        ],
+    )
+    return cells.pivot(index=[METHOD, "row"], columns="test", values="cell").reindex(columns=list(significance.METHODS))
+
+
 def on_the_same_units(
     profiles: Mapping[str, pd.DataFrame], results: pd.DataFrame, settings: MapSettings
 ) -> pd.DataFrame:
@@ -295,18 +334,44 @@ def task_and_modality_order(results: pd.DataFrame) -> pd.DataFrame:
     return order
 
 
+def _interval_text(value: float, lower: float, upper: float) -> str:
+    """``0.81 [0.75, 0.86]``, or ``1.00 [no interval]`` when the interval is missing (too few independent units)."""
+    if pd.isna(lower) or pd.isna(upper):
+        return f"{value:.2f} [no interval]"
+    return f"{value:.2f} [{lower:.2f}, {upper:.2f}]"
+
+
 def metric_table(
     summary: pd.DataFrame, metric: str, low: str, high: str, methods: Sequence[str], labels: Mapping[str, str]
 ) -> pd.DataFrame:
-    """``metric`` with its interval as text (``0.81 [0.75, 0.86]``), one column per method (in ``methods`` order,
-    named by ``labels``), one row per task and modality (``row``).
+    """``metric`` with its interval as text (``0.81 [0.75, 0.86] (n 123/123)``: the units and the perturbation
+    sets behind them), one column per method (in ``methods`` order, named by ``labels``), one row per task and
+    modality (``row``).
     """
     cells = summary.assign(
         cell=[
-            f"{value:.2f} [{lower:.2f}, {upper:.2f}]" for value, lower, upper in summary[[metric, low, high]].to_numpy()
+            f"{_interval_text(value, lower, upper)} (n {n:.0f}/{sets:.0f})"
+            for value, lower, upper, n, sets in summary[[metric, low, high, "n", "n_sets"]].to_numpy(dtype=float)
         ]
     )
     return cells.pivot(index="row", columns="method", values="cell").reindex(columns=methods).rename(columns=labels)
+
+
+def beside_the_paper(
+    by_test: pd.DataFrame, reference: pd.DataFrame, methods: Sequence[str], labels: Mapping[str, str]
+) -> pd.DataFrame:
+    """The fraction retrieved of every method under the paper's test (:func:`by_significance_test`), one column
+    per method, with the paper's CellProfiler numbers beside it (:func:`with_paper_columns`; ``reference`` from
+    :func:`paper_reference`, indexed by ``row``).
+    """
+    paper_test = by_test[by_test["test"] == significance.PAPER]
+    table = (
+        paper_test.assign(row=task_label(paper_test), cell=paper_test["fraction_retrieved"].map("{:.2f}".format))
+        .pivot(index="row", columns=METHOD, values="cell")
+        .reindex(columns=[m for m in methods if m in set(paper_test[METHOD])])
+        .rename(columns=labels)
+    )
+    return with_paper_columns(table, reference.reindex(table.index))
 
 
 def with_paper_columns(fraction_table: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:

@@ -363,7 +363,9 @@ def mean_average_precisions(
     scored = ap[ap["average_precision"].notna() & (ap["n_pos_pairs"] > 0)].reset_index(drop=True)
     if scored.empty:
         return pd.DataFrame(columns=[unit, *SCORE_COLUMNS])
-    scores = significance.unit_p_values(scored, unit, settings.method, settings.null_size, settings.seed, group)
+    scores = significance.unit_p_values(
+        scored, unit, settings.method, settings.null_size, settings.seed, group, settings.threshold
+    )
     scores["corrected_p_value"] = multipletests(scores["p_value"], method="fdr_bh")[1]
     scores["retrieved"] = scores["corrected_p_value"] < settings.threshold
     scores["perturbations"] = _perturbation_sets(scored, unit).reindex(scores[unit]).to_numpy()

@@ -11,7 +11,9 @@ precision ``AP_i``. Under the null, the positives sit at uniformly random ranks.
     The p-value is exact (:func:`exact_p_value`) when the unit's null has at most :data:`EXACT_LIMIT`
     outcomes; otherwise it is ``(1 + #{null >= observed}) / (1 + B)`` over ``B`` Monte-Carlo draws from a
     generator seeded by the unit's identity (:func:`unit_generator`), so that no unit's p-value depends on
-    another unit's configuration and the same seed gives the same numbers.
+    another unit's configuration and the same seed gives the same numbers. A unit whose p-value after
+    :data:`FIRST_DRAWS` draws is already above :data:`STOP_FACTOR` times the retrieval threshold keeps that
+    p-value (``B`` = :data:`FIRST_DRAWS`): it cannot be retrieved, and the rule keeps the p-value valid.
 ``paper`` (:data:`PAPER`: the CPJUMP1 paper's notebooks, for every comparison with the paper's numbers)
     Per query ``p_i = (1 + #{null > AP_i}) / (1 + B)`` (strict: ties do not count), with one null per
     configuration ``(k, n)`` shared by the queries that have it; the unit's p-value is
@@ -49,6 +51,12 @@ EXACT_LIMIT = 2**20
 :func:`exact_p_value` enumerates them; beyond it, the study test draws Monte-Carlo nulls."""
 _ROUND = 12
 """Decimals kept when merging equal AP values of the exact null (far finer than :data:`TIE_TOLERANCE`)."""
+FIRST_DRAWS = 1_000
+"""Monte-Carlo draws of the study test's first stage; a unit whose p-value is already far above the retrieval
+threshold (:data:`STOP_FACTOR` times it) stops there."""
+STOP_FACTOR = 2.0
+"""A unit stops after :data:`FIRST_DRAWS` when its p-value exceeds this multiple of the retrieval threshold:
+it can then never be retrieved, and the full null would cost a hundred times more."""
 SCORE_COLUMNS = ["n_profiles", "mean_average_precision", "p_value", "exact_null"]
 """Per-unit columns of :func:`unit_p_values`, after the unit column."""
 
@@ -153,14 +161,29 @@ def monte_carlo_null(configurations: np.ndarray, size: int, rng: np.random.Gener
 
 
 def study_p_value(
-    configurations: np.ndarray, observed: float, size: int, rng: np.random.Generator
+    configurations: np.ndarray, observed: float, size: int, rng: np.random.Generator, stop_above: float = 1.0
 ) -> tuple[float, bool]:
-    """The study test of one unit: ``(p, exact)``; exact where cheap, else Monte Carlo with ties counted."""
+    """The study test of one unit: ``(p, exact)``; exact where cheap, else Monte Carlo with ties counted.
+
+    The Monte-Carlo null is drawn in two stages: the first :data:`FIRST_DRAWS`, then the rest of ``size``
+    only if ``(1 + #{null >= observed}) / (1 + FIRST_DRAWS)`` is at most ``stop_above``. A unit that stops
+    has a p-value above ``stop_above``; the p-value is valid either way (it is below any level only if the
+    first stage's is).
+    """
     exact = exact_p_value(configurations, observed)
     if exact is not None:
         return exact, True
-    null = monte_carlo_null(configurations, size, rng)
-    return float((1 + (null >= observed - TIE_TOLERANCE).sum()) / (1 + size)), False
+    drawn = min(size, FIRST_DRAWS)
+    above = _at_least(monte_carlo_null(configurations, drawn, rng), observed)
+    if drawn < size and (1 + above) / (1 + drawn) <= stop_above:
+        above += _at_least(monte_carlo_null(configurations, size - drawn, rng), observed)
+        drawn = size
+    return (1 + above) / (1 + drawn), False
+
+
+def _at_least(null: np.ndarray, observed: float) -> int:
+    """``#{null >= observed}``, ties within :data:`TIE_TOLERANCE` counted."""
+    return int((null >= observed - TIE_TOLERANCE).sum())
 
 
 def _configurations(scored: pd.DataFrame) -> np.ndarray:
@@ -172,13 +195,13 @@ def _strictly_above(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     return len(null) - np.searchsorted(null, observed + TIE_TOLERANCE, side="right")
 
 
-def _study(scored: pd.DataFrame, unit: str, size: int, seed: int, group: str) -> list[tuple]:
+def _study(scored: pd.DataFrame, unit: str, size: int, seed: int, group: str, stop_above: float) -> list[tuple]:
     rows = []
     configurations, observed = _configurations(scored), scored["average_precision"].to_numpy()
     for value, members in scored.groupby(unit, sort=True).indices.items():
         mean = observed[members].mean()
         rng = unit_generator(seed, f"{group}\x1f{value}")
-        p_value, exact = study_p_value(configurations[members], mean, size, rng)
+        p_value, exact = study_p_value(configurations[members], mean, size, rng, stop_above)
         rows.append((value, len(members), mean, p_value, exact))
     return rows
 
@@ -212,7 +235,13 @@ def _copairs(scored: pd.DataFrame, unit: str, size: int, seed: int) -> list[tupl
 
 
 def unit_p_values(
-    scored: pd.DataFrame, unit: str, method: str = STUDY, size: int = 100_000, seed: int = 0, group: str = ""
+    scored: pd.DataFrame,
+    unit: str,
+    method: str = STUDY,
+    size: int = 100_000,
+    seed: int = 0,
+    group: str = "",
+    threshold: float = 0.05,
 ) -> pd.DataFrame:
     """One row per ``unit`` value of an AP table: ``n_profiles`` (its queries), ``mean_average_precision``,
     ``p_value`` by ``method`` and ``exact_null`` (whether the p-value is exact).
@@ -231,11 +260,14 @@ def unit_p_values(
         Seed of the nulls.
     group
         The identity of the group the units belong to; with the unit's name it seeds the unit's study null.
+    threshold
+        The retrieval threshold; the study test stops drawing for a unit whose p-value exceeds
+        :data:`STOP_FACTOR` times it after :data:`FIRST_DRAWS` draws.
     """
     if method not in METHODS:
         raise ValueError(f"unknown significance method {method!r}; choose one of {METHODS}")
     if method == STUDY:
-        rows = _study(scored, unit, size, seed, group)
+        rows = _study(scored, unit, size, seed, group, STOP_FACTOR * threshold)
     else:
         rows = (_paper if method == PAPER else _copairs)(scored, unit, size, seed)
     return pd.DataFrame(rows, columns=[unit, *SCORE_COLUMNS])

@@ -116,7 +116,8 @@ class PhenotypeConfig:
     The defaults are calibrated so that CellProfiler-style features of the
     default simulated screen (:func:`cellstudy.features.classical.profile_fields`,
     U2OS, later time point) retrieve about as often as CellProfiler did in the
-    CPJUMP1 paper (fraction retrieved with copairs). Calibrated on the
+    CPJUMP1 paper (fraction retrieved with the paper's significance test,
+    :data:`cellstudy.evaluation.significance.PAPER`). Calibrated on the
     classical baseline only; each knob's target is named below (measurements:
     book, Decisions and measurements).
 
@@ -156,9 +157,10 @@ class PhenotypeConfig:
         Cosine between an ORF phenotype and its gene's knockout phenotype.
     inhibition_knockout_correlation
         Cosine between a gene's inhibition phenotype (what its compounds share)
-        and its knockout phenotype; both have the same norm. High (acute
+        and its knockout phenotype; both have the same norm. Above one half (acute
         inhibition and knockout share most of their biology); with the organelle
-        axes' low gains classical compound-gene matching stays at 0-0.08.
+        axes' low gains classical compound-gene matching stays at 0-0.03 (CRISPR)
+        and 0-0.08 (ORF).
     compound_norm_scale
         Multiplier of the target-driven compound phenotype.
     compound_potency_sd
@@ -190,8 +192,8 @@ class PhenotypeConfig:
     orf_visible_fraction: float = 0.5
     orf_norm: float = 1.6
     orf_knockout_correlation: float = 0.6
-    inhibition_knockout_correlation: float = 0.8
-    compound_norm_scale: float = 1.0
+    inhibition_knockout_correlation: float = 0.6
+    compound_norm_scale: float = 1.4
     compound_potency_sd: float = 0.3
     off_target_norm: float = 0.9
     polypharmacology_fraction: float = 0.2

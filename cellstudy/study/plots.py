@@ -120,23 +120,19 @@ METHOD_PANELS = [
 
 
 def method_bars(
-    summary: pd.DataFrame,
-    methods: Sequence[str],
-    labels: Mapping[str, str],
-    data_label: str,
-    paper_points: pd.Series | None = None,
+    summary: pd.DataFrame, methods: Sequence[str], labels: Mapping[str, str], data_label: str
 ) -> plt.Figure:
-    """Fraction retrieved and mAP per task and modality (``row``), one bar per method with its interval; the
-    paper's CellProfiler fraction retrieved (indexed by ``row``) as diamonds where given.
+    """Fraction retrieved and mAP per task and modality (``row``), one bar per method with its interval, each
+    labelled with the units it rests on and the distinct perturbation sets behind them (``n/sets``).
     """
     rows = sorted(summary["row"].unique())
     width = 0.8 / len(methods)
-    fig, axes = plt.subplots(1, 2, figsize=(16, 0.9 * len(rows) + 2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(16, 1.1 * len(rows) + 2), sharey=True)
     for ax, (metric, low, high, label) in zip(axes, METHOD_PANELS, strict=True):
         for i, method in enumerate(methods):
             part = summary[summary["method"] == method].set_index("row").reindex(rows)
             y = np.arange(len(rows)) + (i - len(methods) / 2 + 0.5) * width
-            ax.barh(
+            bars = ax.barh(
                 y,
                 part[metric],
                 height=width,
@@ -144,30 +140,30 @@ def method_bars(
                 xerr=[part[metric] - part[low], part[high] - part[metric]],
                 error_kw={"lw": 0.8},
             )
+            counts = [
+                "" if pd.isna(n) else f"{n:.0f}/{sets:.0f}" for n, sets in part[["n", "n_sets"]].to_numpy(dtype=float)
+            ]
+            ax.bar_label(bars, labels=counts, fontsize=6, padding=2)
         ax.set_yticks(np.arange(len(rows)), rows)
-        ax.set(xlabel=f"{label} ({data_label} data)", xlim=(0, 1))
-    if paper_points is not None:
-        axes[0].scatter(
-            paper_points.reindex(rows),
-            np.arange(len(rows)),
-            color="black",
-            marker="D",
-            zorder=3,
-            label="paper, CellProfiler (real, same condition)",
-        )
+        ax.set(xlabel=f"{label} ({data_label} data; bars: units/perturbation sets)", xlim=(0, 1.1))
     axes[0].invert_yaxis()
     axes[0].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 
 
-PAIRED_COLOURS = {"a better": "tab:green", "b better": "tab:red", "no significant difference": "grey"}
+PAIRED_COLOURS = {
+    "a better": "tab:green",
+    "b better": "tab:red",
+    "no significant difference": "grey",
+    "too few independent units": "lightgrey",
+}
 
 
 def paired_differences(paired: pd.DataFrame, data_label: str, significance: float) -> plt.Figure:
     """Each paired comparison's mean mAP difference with its interval, coloured by verdict."""
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(paired) + 1.5))
-    labels = paired["comparison"] + "  |  " + paired["row"]
+    labels = paired["comparison"] + "  |  " + paired["row"] + " (" + paired["n"].astype(str) + " sets)"
     y = np.arange(len(paired))
     ax.errorbar(
         paired["mean_difference"],
@@ -185,6 +181,33 @@ def paired_differences(paired: pd.DataFrame, data_label: str, significance: floa
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set(xlabel=f"difference in mAP, a − b (paired bootstrap 95% CI; {data_label} data)")
+    return fig
+
+
+CONTROL_MARKERS = {"duplicated control": "x", "added control": "+"}
+"""Markers of the table changes in :func:`stability_strips`."""
+
+
+def stability_strips(per_seed: pd.DataFrame, shift: pd.DataFrame, data_label: str) -> plt.Figure:
+    """Fraction retrieved of each group (``row``) over null seeds (dots), per profiling method (``method``), with
+    replicate retrieval's value after one more control well (crosses) beside them.
+    """
+    methods = list(dict.fromkeys(per_seed["method"]))
+    rows = sorted(per_seed["row"].unique())
+    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 0.45 * len(rows) + 1.8), sharey=True)
+    for ax, method in zip(np.atleast_1d(axes), methods, strict=True):
+        seeds = per_seed[per_seed["method"] == method]
+        ax.scatter(seeds["fraction_retrieved"], seeds["row"].map(rows.index), s=12, alpha=0.5, label="null seeds")
+        changed = shift[shift["method"] == method]
+        for change, marker in CONTROL_MARKERS.items():
+            part = changed[changed["table"] == change]
+            ax.scatter(part["fraction_retrieved"], part["row"].map(rows.index) + 0.25, marker=marker, label=change)
+        ax.set_yticks(np.arange(len(rows)), rows, fontsize=8)
+        ax.set(title=method, xlabel=f"fraction retrieved, study test ({data_label} data)", xlim=(-0.02, 1.02))
+    axes_list = np.atleast_1d(axes)
+    axes_list[0].invert_yaxis()
+    axes_list[0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
     return fig
 
 

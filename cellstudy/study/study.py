@@ -27,6 +27,7 @@ from cellstudy.columns import ANOMALY, PLATE
 from cellstudy.data import cpjump1, decodedstore, gallery
 from cellstudy.data.fieldstore import FieldStore, read_field_table, write_field_table
 from cellstudy.data.sources import data_root, metadata_folder
+from cellstudy.evaluation import significance
 from cellstudy.evaluation.retrieval import MapSettings
 from cellstudy.files import atomic_path
 from cellstudy.profiling import embed
@@ -319,9 +320,11 @@ class Study:
         """``cuda`` where the size allows a GPU and there is one, else ``cpu``."""
         return "cuda" if self.size.embedding_device == "auto" and torch.cuda.is_available() else "cpu"
 
-    def map_settings(self, seed: int = 0) -> MapSettings:
-        """The retrieval tasks' settings at this size's null size."""
-        return MapSettings(null_size=self.size.map_null_size, seed=seed)
+    def map_settings(self, seed: int = 0, method: str = significance.STUDY) -> MapSettings:
+        """The retrieval tasks' settings at this size's null size: the study's significance test, or
+        ``method="paper"`` wherever a number is set beside the CPJUMP1 paper's.
+        """
+        return MapSettings(null_size=self.size.map_null_size, seed=seed, method=method)
 
     def label_efficiency_config(self) -> LabelEfficiencyConfig:
         """The label-efficiency experiment at this size."""
