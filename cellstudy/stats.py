@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,13 +13,29 @@ MIN_INDEPENDENT_UNITS = 5
 values describes those values, not the population, so it counts as no evidence."""
 
 
-def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator, chunk: int = 1000) -> np.ndarray:
-    """Means of ``n_boot`` resamples (with replacement) of ``values``, drawn in chunks to bound memory."""
-    means = [
-        values[rng.integers(0, len(values), size=(min(chunk, n_boot - start), len(values)))].mean(axis=1)
-        for start in range(0, n_boot, chunk)
-    ]
-    return np.concatenate(means)
+def _resampled(
+    statistic: Callable[[np.ndarray], np.ndarray], n_items: int, n_boot: int, seed: int, chunk: int = 1000
+) -> np.ndarray:
+    """``statistic`` of ``n_boot`` resamples (with replacement) of ``n_items`` indices, drawn in chunks to bound
+    memory; ``statistic`` maps a ``(resamples, n_items)`` index array to one value per resample.
+    """
+    rng = np.random.default_rng(seed)
+    drawn = (rng.integers(0, n_items, size=(min(chunk, n_boot - start), n_items)) for start in range(0, n_boot, chunk))
+    return np.concatenate([statistic(indices) for indices in drawn])
+
+
+def _percentile_interval(means: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _some_values(values: Sequence[float] | np.ndarray | pd.Series, caller: str) -> np.ndarray:
+    """``values`` as floats, refused when empty."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError(f"{caller} needs at least one value")
+    return values
 
 
 def bootstrap_ci(
@@ -31,13 +47,9 @@ def bootstrap_ci(
     -------
     ``(mean, low, high)``.
     """
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        raise ValueError("bootstrap_ci needs at least one value")
-    means = _bootstrap_means(values, n_boot, np.random.default_rng(seed))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(values.mean()), float(low), float(high)
+    values = _some_values(values, "bootstrap_ci")
+    means = _resampled(lambda indices: values[indices].mean(axis=1), len(values), n_boot, seed)
+    return float(values.mean()), *_percentile_interval(means, confidence)
 
 
 def cluster_bootstrap_ci(
@@ -57,21 +69,15 @@ def cluster_bootstrap_ci(
     -------
     ``(mean, low, high)``.
     """
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        raise ValueError("cluster_bootstrap_ci needs at least one value")
+    values = _some_values(values, "cluster_bootstrap_ci")
     codes, names = pd.factorize(pd.Series(clusters, dtype=object).to_numpy())
     if len(names) < MIN_INDEPENDENT_UNITS:
         return float(values.mean()), np.nan, np.nan
     sums, counts = np.bincount(codes, weights=values), np.bincount(codes)
-    rng, chunk = np.random.default_rng(seed), 1000
-    means = []
-    for start in range(0, n_boot, chunk):
-        drawn = rng.integers(0, len(names), size=(min(chunk, n_boot - start), len(names)))
-        means.append(sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(np.concatenate(means), [tail, 100 - tail])
-    return float(values.mean()), float(low), float(high)
+    means = _resampled(
+        lambda indices: sums[indices].sum(axis=1) / counts[indices].sum(axis=1), len(names), n_boot, seed
+    )
+    return float(values.mean()), *_percentile_interval(means, confidence)
 
 
 def paired_test(

@@ -191,7 +191,7 @@ def test_absolute_cosine_makes_an_anticorrelated_sister_a_match():
     assert result["Metadata_matching_target"].tolist() == ["T"]  # the only shared target
     assert result["mean_average_precision"].item() == 1.0  # each ranks the other first by |cosine|
     crispr = [consensus_row(r["Metadata_broad_sample"], r["Metadata_target_list"], "crispr") for r in rows]
-    ap = retrieval.average_precisions(retrieval.matchable(table(crispr, vectors), None), retrieval.CRISPR_SISTER_RULE)
+    ap = retrieval.average_precisions(retrieval.matchable(table(crispr, vectors)), retrieval.CRISPR_SISTER_RULE)
     assert ap.loc[ap["Metadata_broad_sample"] == "c1", "average_precision"].item() == pytest.approx(1 / 3)
 
 
@@ -234,7 +234,7 @@ def test_compound_gene_positives_cross_modality_only():
         ["crispr", 96]
     ]
     assert result["Metadata_matching_target"].tolist() == ["T", "U"]
-    ap = retrieval.average_precisions(retrieval.matchable(profiles, None), retrieval.COMPOUND_GENE_RULE)
+    ap = retrieval.average_precisions(retrieval.matchable(profiles), retrieval.COMPOUND_GENE_RULE)
     first = ap[ap["Metadata_broad_sample"] == "c1"]
     assert first["Metadata_matching_target"].tolist() == ["T"]
     assert (first["n_pos_pairs"].item(), first["n_total_pairs"].item()) == (1, 2)
@@ -276,7 +276,7 @@ def test_a_query_without_negatives_is_left_out_not_misscored():
     """c1 targets T, V and W: every guide shares one of them, so c1 has positives but no negative."""
     compounds = [consensus_row("c1", "T|V|W"), consensus_row("c2", "T"), consensus_row("c3", "V")]
     guides = [consensus_row(f"g{i}", gene, "crispr") for i, gene in enumerate("TVW", start=1)]
-    profiles = retrieval.matchable(table(compounds + guides, np.random.default_rng(3).normal(size=(6, 4))), None)
+    profiles = retrieval.matchable(table(compounds + guides, np.random.default_rng(3).normal(size=(6, 4))))
     with pytest.warns(UserWarning, match="c1"):
         ap = retrieval.average_precisions(profiles, retrieval.COMPOUND_GENE_RULE)
     assert "c1" not in set(ap["Metadata_broad_sample"])

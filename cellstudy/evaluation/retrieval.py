@@ -504,20 +504,17 @@ def retrieved_only(consensus_profiles: pd.DataFrame, replicate_results: pd.DataF
     return consensus_profiles.merge(retrieved, on=keys, how="inner")
 
 
-def matchable(consensus_profiles: pd.DataFrame, replicate_results: pd.DataFrame | None) -> pd.DataFrame:
-    """Perturbations a matching task uses, with their :data:`TARGETS` lists.
+def matchable(consensus_profiles: pd.DataFrame) -> pd.DataFrame:
+    """Perturbations a matching task can use, with their :data:`TARGETS` lists.
 
-    Drops empty wells, negative controls, perturbations without a target and,
-    when ``replicate_results`` is given, those not retrieved there (the paper
-    matches only replicable perturbations). :data:`TARGETS` is
-    ``Metadata_target_list`` split on ``|``.
+    Drops empty wells, negative controls and perturbations without a target; the matching tasks then keep
+    the replicable ones of each group (:func:`_replicable`). :data:`TARGETS` is ``Metadata_target_list``
+    split on ``|``.
     """
     _require_columns(consensus_profiles, [*GROUP_COLUMNS, SAMPLE, NEGCON, TARGET_LIST], "consensus profiles")
     check_negcon(consensus_profiles)
     profiles = _without_empty(consensus_profiles)
     profiles = profiles[~profiles[NEGCON] & profiles[TARGET_LIST].notna()]
-    if replicate_results is not None:
-        profiles = retrieved_only(profiles, replicate_results)
     targets = profiles[TARGET_LIST].str.split(cpjump1.TARGET_SEPARATOR)
     return profiles.assign(**{TARGETS: targets}).reset_index(drop=True)
 
@@ -551,7 +548,7 @@ def sister_queries(
 
     Compounds match on any shared target (absolute cosine); CRISPR guides on
     their gene (cosine), genes left with a single guide removed; ORF groups are
-    skipped (one construct per gene). See :func:`matchable` for which
+    skipped (one construct per gene). See :func:`matchable` and :func:`_replicable` for which
     perturbations take part.
 
     Returns
@@ -559,7 +556,7 @@ def sister_queries(
     The APs per group; scored (:func:`score`): one row per group and target gene: ``task``,
     :data:`GROUP_COLUMNS`, :data:`TARGETS` (the gene), :data:`SCORE_COLUMNS`.
     """
-    profiles = matchable(consensus_profiles, None)
+    profiles = matchable(consensus_profiles)
 
     def groups() -> Iterator[Group]:
         for labels, rows in _groups(profiles, GROUP_COLUMNS):
@@ -606,7 +603,7 @@ def compound_gene_queries(
     genetic group (CRISPR or ORF, time point) of the same cell type. Compound
     target lists are cut to the genes perturbed in the genetic group; positives
     share a target and differ in modality, negatives differ in both; absolute
-    cosine. See :func:`matchable` for which perturbations take part.
+    cosine. See :func:`matchable` and :func:`_replicable` for which perturbations take part.
 
     Returns
     -------
@@ -619,8 +616,8 @@ def compound_gene_queries(
     ValueError
         The two tables have different feature columns.
     """
-    compounds = matchable(compound_consensus, None)
-    genetic = matchable(genetic_consensus, None)
+    compounds = matchable(compound_consensus)
+    genetic = matchable(genetic_consensus)
     compounds = compounds[compounds[MODALITY] == "compound"]
     genetic = genetic[genetic[MODALITY].isin(GENETIC_MODALITIES)]
     if feature_columns(compounds) != feature_columns(genetic):
