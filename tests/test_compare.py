@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy.evaluation import compare
+from cellstudy.evaluation import compare, retrieval
 
 
 def results_for(method, maps, retrieved, modality="compound", sets=None):
@@ -238,3 +238,61 @@ def test_task_and_modality_order_per_method():
     assert order.loc["good", "compound ≥ CRISPR ≥ ORF"] == True  # noqa: E712
     assert order.loc["flat", "tasks harder along the chain"] == False  # noqa: E712
     assert order.loc["good", "replicate_retrieval"] == pytest.approx(2 / 3)
+
+
+def screen(seed: int) -> pd.DataFrame:
+    """Random well profiles of 8 compounds on 4 plates with 20 controls each; compounds s0, s1 retrievable."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        {
+            "Metadata_Plate": f"P{p}",
+            "Metadata_Well": f"W{i:03d}",
+            "Metadata_broad_sample": sample,
+            "Metadata_negcon": sample == "DMSO",
+            "Metadata_target_list": None if sample == "DMSO" else f"G{i % 3}",
+        }
+        for p in range(4)
+        for i, sample in enumerate([f"s{i}" for i in range(8)] + ["DMSO"] * 20)
+    ]
+    metadata = pd.DataFrame(rows).assign(Metadata_cell_type="U2OS", Metadata_modality="compound", Metadata_timepoint=48)
+    values = rng.normal(size=(len(rows), 5))
+    for column, sample in enumerate(("s0", "s1")):
+        values[(metadata["Metadata_broad_sample"] == sample).to_numpy(), column] += 4
+    return pd.concat([metadata, pd.DataFrame(values, columns=[f"f{i}" for i in range(5)])], axis=1)
+
+
+def test_three_tests_score_the_same_profiles_and_reuse_the_study_results():
+    settings = retrieval.MapSettings(null_size=1000)
+    profiles = {"a": screen(0)}
+    results = retrieval.run_tasks(profiles["a"], settings).assign(method="a")
+    by_test = compare.by_significance_test(profiles, results, settings)
+    assert set(by_test["test"]) == {"study", "paper", "copairs"}
+    for test in ("study", "paper"):
+        scored = retrieval.run_tasks(profiles["a"], retrieval.MapSettings(null_size=1000, method=test))
+        expected = retrieval.fraction_retrieved(scored, by=compare.TASK_COLUMNS)
+        expected = expected[expected["n"] > 0]
+        np.testing.assert_array_equal(
+            by_test.loc[by_test["test"] == test, "fraction_retrieved"], expected["fraction_retrieved"]
+        )
+    table = compare.significance_table(by_test, {"a": "A"})
+    first = by_test[(by_test["test"] == "paper") & (by_test["task"] == "replicate_retrieval")].iloc[0]
+    assert table.loc[("A", "replicate_retrieval / compound"), "paper"] == (
+        f"{first['fraction_retrieved']:.2f} ({first['n']}/{first['n_sets']})"
+    )
+
+
+def test_methods_are_compared_on_the_same_matching_units():
+    settings = retrieval.MapSettings(null_size=500)
+    profiles = {"a": screen(1), "b": screen(2)}
+    results = pd.concat([retrieval.run_tasks(t, settings).assign(method=m) for m, t in profiles.items()])
+    same = compare.on_the_same_units(profiles, results, settings)
+    units = {
+        method: set(
+            map(tuple, part[part["task"] != "replicate_retrieval"][["task", "Metadata_matching_target"]].values)
+        )
+        for method, part in retrieval.tested(same).groupby("method")
+    }
+    assert units["a"] == units["b"] and units["a"]  # every perturbation, whatever each method found replicable
+    replicates = same[same["task"] == "replicate_retrieval"].reset_index(drop=True)
+    expected = results[results["task"] == "replicate_retrieval"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(replicates[expected.columns], expected, check_dtype=False)

@@ -1,0 +1,91 @@
+"""Tests for cellstudy.evaluation.stability: the table changes by hand, the seed spread against rescoring
+each seed directly, and the moves against the spread they are compared with."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellstudy.evaluation import retrieval, stability
+from cellstudy.evaluation.retrieval import MapSettings
+
+SETTINGS = MapSettings(null_size=2000)
+
+
+def plates(seed: int = 0, n_plates: int = 4, n_samples: int = 8, n_negcon: int = 30) -> pd.DataFrame:
+    """Random well profiles: every sample once per plate, controls on every plate, two samples retrievable."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        {
+            "Metadata_Plate": f"P{p}",
+            "Metadata_Well": f"W{i:03d}",
+            "Metadata_broad_sample": sample,
+            "Metadata_negcon": sample == "DMSO",
+            "Metadata_target_list": None if sample == "DMSO" else f"G{i % 3}",
+        }
+        for p in range(n_plates)
+        for i, sample in enumerate([f"s{i}" for i in range(n_samples)] + ["DMSO"] * n_negcon)
+    ]
+    metadata = pd.DataFrame(rows).assign(Metadata_cell_type="U2OS", Metadata_modality="compound", Metadata_timepoint=48)
+    values = rng.normal(size=(len(rows), 6))
+    values[(metadata["Metadata_broad_sample"] == "s0").to_numpy(), 0] += 4
+    values[(metadata["Metadata_broad_sample"] == "s1").to_numpy(), 1] += 4
+    return pd.concat([metadata, pd.DataFrame(values, columns=[f"f{i}" for i in range(6)])], axis=1)
+
+
+def test_one_more_control_is_a_copy_or_the_median_of_its_plate():
+    profiles = plates()
+    controls = profiles[(profiles["Metadata_Plate"] == "P0") & profiles["Metadata_negcon"]]
+    duplicated = stability.with_one_more_control(profiles, "duplicated control")
+    added = stability.with_one_more_control(profiles, "added control")
+    assert len(duplicated) == len(added) == len(profiles) + 1
+    extra = duplicated.iloc[-1]
+    assert extra["Metadata_Well"] == controls.iloc[0]["Metadata_Well"] + "+" and extra["Metadata_negcon"]
+    np.testing.assert_array_equal(extra[[f"f{i}" for i in range(6)]], controls.iloc[0][[f"f{i}" for i in range(6)]])
+    np.testing.assert_allclose(
+        added.iloc[-1][[f"f{i}" for i in range(6)]].to_numpy(dtype=float),
+        np.median(controls[[f"f{i}" for i in range(6)]].to_numpy(), axis=0),
+    )
+    with pytest.raises(ValueError, match="change must be"):
+        stability.with_one_more_control(profiles, "removed control")
+
+
+def test_seed_spread_is_each_seed_scored_on_its_own():
+    profiles = plates(seed=1)
+    queries = retrieval.queries_on_every_perturbation(profiles, SETTINGS)
+    per_seed = stability.seed_spread(queries, SETTINGS, n_seeds=3)
+    for seed in range(3):
+        direct = retrieval.fraction_retrieved(retrieval.score_every(queries, replace(SETTINGS, seed=seed)))
+        direct = direct[direct["n"] > 0]
+        ours = per_seed[per_seed["seed"] == seed]
+        np.testing.assert_array_equal(ours["fraction_retrieved"], direct["fraction_retrieved"])
+    summary = stability.spread_summary(per_seed)
+    grouped = per_seed.groupby("task")["fraction_retrieved"]
+    np.testing.assert_allclose(summary.set_index("task")["spread"], grouped.max() - grouped.min())
+    assert (summary["seeds"] == 3).all()
+
+
+def test_moves_are_measured_from_the_table_as_measured_and_judged_by_the_spread():
+    shift = pd.DataFrame(
+        {
+            "task": "replicate_retrieval",
+            "Metadata_modality": ["compound", "compound", "compound", "orf", "orf"],
+            "table": ["as measured", "duplicated control", "added control", "as measured", "added control"],
+            "fraction_retrieved": [0.50, 0.52, 0.50, 0.30, 0.40],
+        }
+    )
+    summary = pd.DataFrame(
+        {"task": "replicate_retrieval", "Metadata_modality": ["compound", "orf"], "spread": [0.03, 0.05]}
+    )
+    moves = stability.within_spread(shift, summary)
+    assert moves["move"].tolist() == pytest.approx([0.02, 0.0, 0.1])
+    assert moves["within_spread"].tolist() == [True, True, False]
+
+
+def test_control_well_shift_scores_replicate_retrieval_on_each_table():
+    shift = stability.control_well_shift(plates(seed=2), SETTINGS)
+    assert sorted(shift["table"]) == sorted(["as measured", *stability.CONTROL_CHANGES])
+    assert (shift["task"] == "replicate_retrieval").all() and (shift["n"] == 8).all()
