@@ -163,6 +163,7 @@ def compare_encoders(
     k: int = 1,
     seed: int = 0,
     postprocessing: PostProcessing | None = PER_PLATE,
+    device: str = "cpu",
     **embed_options,
 ) -> pd.DataFrame:
     """:func:`knn_predictions` for the encoder saved at ``encoder_path``, the same architecture at random
@@ -172,14 +173,16 @@ def compare_encoders(
     All three see the same tiles (each field is read once) and the same ``postprocessing``. Pass the study's
     :data:`cellstudy.profiling.profiles.EMBEDDING_POSTPROCESSING` to compare encoders as the evaluation sees them: without
     sphering, cosine similarity of raw embeddings is dominated by a few high-variance directions, which hides
-    what pre-training adds. ``fields`` is a simulated screen's field table; ``embed_options`` go to
+    what pre-training adds. ``fields`` is a simulated screen's field table; both encoders run on ``device``
+    (``"cuda"`` embeds the hundreds of thousands of tiles of a full screen on the GPU; the random
+    initialisation is drawn on the CPU either way); ``embed_options`` go to
     :func:`cellstudy.profiling.embed.embed_fields`.
     """
-    pretrained = load_encoder(encoder_path)
+    pretrained = load_encoder(encoder_path, device)
     pooling = embed.DEFAULT_POOLING[pretrained.method]
     featurisers = {
         "pre-trained": embed.encoder_featuriser(pretrained.encoder, pooling),
-        "random init": embed.encoder_featuriser(embed.random_init_encoder(encoder_path, seed).encoder, pooling),
+        "random init": embed.encoder_featuriser(embed.random_init_encoder(encoder_path, seed, device).encoder, pooling),
         "pixel statistics": embed.pixel_statistics_featuriser(),
     }
     combined = embed.embed_fields(
