@@ -18,7 +18,6 @@ import pandas as pd
 TIMING_COLUMNS = {
     "results/02_simulated_benchmark/timings.csv": None,  # the whole file is run times
     "results/05_embedding/profiles_overview.csv": ["seconds"],
-    "results/07_applications/run_times.csv": None,
     "results/07_applications/timings.csv": None,
     "results/08_summary/run_times.csv": None,
     "results/08_summary/environment.csv": None,  # written by the new build only: the software it used
