@@ -264,3 +264,23 @@ def test_settings_table_reports_the_config():
     assert table["seeds"] == len(config.seeds)
     assert table["label fractions"] == ", ".join(f"{f:.0%}" for f in config.fractions)
     assert table["fine-tuning"].startswith(f"{config.fine_tuning.steps} steps × {config.fine_tuning.batch_size} tiles")
+
+
+def test_training_and_scoring_on_rows_equal_training_and_scoring_on_a_copied_subset():
+    """Reading a subset by row, a batch at a time, gives the same weights and logits as copying it first."""
+    torch.manual_seed(1)
+    encoder = build_encoder(EncoderConfig(depth=1, img_size=TILE))
+    rng = np.random.default_rng(2)
+    tiles = rng.normal(size=(20, 5, TILE, TILE)).astype(np.float32)
+    rows = np.array([1, 4, 5, 8, 9, 12, 15, 19])
+    labels = np.arange(len(rows)) % 2
+    config = le.FineTuning(steps=4, batch_size=3, warmup_steps=1)
+    by_row = le.fine_tune(encoder, tiles, labels, 2, "mean", config, seed=3, progress=False, rows=rows)
+    copied = le.fine_tune(encoder, tiles[rows], labels, 2, "mean", config, seed=3, progress=False)
+    for (name, a), b in zip(by_row.state_dict().items(), copied.state_dict().values()):
+        assert torch.equal(a, b), name
+    wells = np.array([0, 1, 1, 2, 0, 2, 1, 0])
+    np.testing.assert_array_equal(
+        le.well_logits(by_row, tiles, wells, 3, batch_size=3, rows=rows),
+        le.well_logits(by_row, tiles[rows], wells, 3, 3),
+    )
