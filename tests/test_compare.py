@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from screens import compound_screen
 
 from cellstudy.evaluation import compare, retrieval
 
@@ -240,30 +241,9 @@ def test_task_and_modality_order_per_method():
     assert order.loc["good", "replicate_retrieval"] == pytest.approx(2 / 3)
 
 
-def screen(seed: int) -> pd.DataFrame:
-    """Random well profiles of 8 compounds on 4 plates with 20 controls each; compounds s0, s1 retrievable."""
-    rng = np.random.default_rng(seed)
-    rows = [
-        {
-            "Metadata_Plate": f"P{p}",
-            "Metadata_Well": f"W{i:03d}",
-            "Metadata_broad_sample": sample,
-            "Metadata_negcon": sample == "DMSO",
-            "Metadata_target_list": None if sample == "DMSO" else f"G{i % 3}",
-        }
-        for p in range(4)
-        for i, sample in enumerate([f"s{i}" for i in range(8)] + ["DMSO"] * 20)
-    ]
-    metadata = pd.DataFrame(rows).assign(Metadata_cell_type="U2OS", Metadata_modality="compound", Metadata_timepoint=48)
-    values = rng.normal(size=(len(rows), 5))
-    for column, sample in enumerate(("s0", "s1")):
-        values[(metadata["Metadata_broad_sample"] == sample).to_numpy(), column] += 4
-    return pd.concat([metadata, pd.DataFrame(values, columns=[f"f{i}" for i in range(5)])], axis=1)
-
-
 def test_three_tests_score_the_same_profiles_and_reuse_the_study_results():
     settings = retrieval.MapSettings(null_size=1000)
-    profiles = {"a": screen(0)}
+    profiles = {"a": compound_screen(0)}
     results = retrieval.run_tasks(profiles["a"], settings).assign(method="a")
     by_test = compare.by_significance_test(profiles, results, settings)
     assert set(by_test["test"]) == {"study", "paper", "copairs"}
@@ -283,7 +263,7 @@ def test_three_tests_score_the_same_profiles_and_reuse_the_study_results():
 
 def test_methods_are_compared_on_the_same_matching_units():
     settings = retrieval.MapSettings(null_size=500)
-    profiles = {"a": screen(1), "b": screen(2)}
+    profiles = {"a": compound_screen(1), "b": compound_screen(2)}
     results = pd.concat([retrieval.run_tasks(t, settings).assign(method=m) for m, t in profiles.items()])
     same = compare.on_the_same_units(profiles, results, settings)
     units = {

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from screens import compound_screen
 
 from cellstudy.evaluation import retrieval, stability
 from cellstudy.evaluation.retrieval import MapSettings
@@ -15,29 +16,8 @@ from cellstudy.evaluation.retrieval import MapSettings
 SETTINGS = MapSettings(null_size=2000)
 
 
-def plates(seed: int = 0, n_plates: int = 4, n_samples: int = 8, n_negcon: int = 30) -> pd.DataFrame:
-    """Random well profiles: every sample once per plate, controls on every plate, two samples retrievable."""
-    rng = np.random.default_rng(seed)
-    rows = [
-        {
-            "Metadata_Plate": f"P{p}",
-            "Metadata_Well": f"W{i:03d}",
-            "Metadata_broad_sample": sample,
-            "Metadata_negcon": sample == "DMSO",
-            "Metadata_target_list": None if sample == "DMSO" else f"G{i % 3}",
-        }
-        for p in range(n_plates)
-        for i, sample in enumerate([f"s{i}" for i in range(n_samples)] + ["DMSO"] * n_negcon)
-    ]
-    metadata = pd.DataFrame(rows).assign(Metadata_cell_type="U2OS", Metadata_modality="compound", Metadata_timepoint=48)
-    values = rng.normal(size=(len(rows), 6))
-    values[(metadata["Metadata_broad_sample"] == "s0").to_numpy(), 0] += 4
-    values[(metadata["Metadata_broad_sample"] == "s1").to_numpy(), 1] += 4
-    return pd.concat([metadata, pd.DataFrame(values, columns=[f"f{i}" for i in range(6)])], axis=1)
-
-
 def test_one_more_control_is_a_copy_or_the_median_of_its_plate():
-    profiles = plates()
+    profiles = compound_screen(0, n_negcon=30, n_features=6)
     controls = profiles[(profiles["Metadata_Plate"] == "P0") & profiles["Metadata_negcon"]]
     duplicated = stability.with_one_more_control(profiles, "duplicated control")
     added = stability.with_one_more_control(profiles, "added control")
@@ -54,7 +34,7 @@ def test_one_more_control_is_a_copy_or_the_median_of_its_plate():
 
 
 def test_seed_spread_is_each_seed_scored_on_its_own():
-    profiles = plates(seed=1)
+    profiles = compound_screen(1, n_negcon=30, n_features=6)
     queries = retrieval.queries_on_every_perturbation(profiles, SETTINGS)
     per_seed = stability.seed_spread(queries, SETTINGS, n_seeds=3)
     for seed in range(3):
@@ -86,6 +66,6 @@ def test_moves_are_measured_from_the_table_as_measured_and_judged_by_the_spread(
 
 
 def test_control_well_shift_scores_replicate_retrieval_on_each_table():
-    shift = stability.control_well_shift(plates(seed=2), SETTINGS)
+    shift = stability.control_well_shift(compound_screen(2, n_negcon=30, n_features=6), SETTINGS)
     assert sorted(shift["table"]) == sorted(["as measured", *stability.CONTROL_CHANGES])
     assert (shift["task"] == "replicate_retrieval").all() and (shift["n"] == 8).all()
