@@ -16,6 +16,7 @@ from statsmodels.stats.proportion import confint_proportions_2indep
 
 from cellstudy.applications import claims
 from cellstudy.columns import COMPOUND_GENE_MATCHING, GENETIC_MODALITY, REPLICATE_RETRIEVAL, TASK
+from cellstudy.stats import MIN_INDEPENDENT_UNITS
 
 CLAIMS = {
     "C1": "Self-supervised pre-training means far fewer labels are needed downstream",
@@ -141,7 +142,7 @@ def c1_tests(
 def c2_tests(sweep: pd.DataFrame, testable: Callable[[str], bool], data: str) -> list[dict]:
     """C2: per task × modality row of the mask-ratio sweep, the fraction retrieved at :data:`CLAIMED_MASK_RATIO`
     minus that at each other ratio, with Newcombe's interval for a difference of independent proportions (none
-    when either rests on fewer than :data:`cellstudy.applications.claims.MIN_UNITS` perturbation sets).
+    when either rests on fewer than :data:`cellstudy.stats.MIN_INDEPENDENT_UNITS` perturbation sets).
     """
     sweep = sweep[sweep[TASK].isin([REPLICATE_RETRIEVAL, COMPOUND_GENE_MATCHING]) & (sweep["n"] > 0)]
     sweep = sweep.assign(retrieved=(sweep["fraction_retrieved"] * sweep["n"]).round().astype(int))
@@ -166,7 +167,7 @@ def c2_tests(sweep: pd.DataFrame, testable: Callable[[str], bool], data: str) ->
             lower, upper = confint_proportions_2indep(
                 claimed["retrieved"], claimed["n"], other.retrieved, other.n, method="newcomb", compare="diff"
             )
-            if min(claimed["n_sets"], other.n_sets) < claims.MIN_UNITS:  # too few independent units
+            if min(claimed["n_sets"], other.n_sets) < MIN_INDEPENDENT_UNITS:  # too few independent units
                 lower, upper = np.nan, np.nan
             rows.append(
                 test_row(

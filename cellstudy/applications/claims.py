@@ -13,7 +13,7 @@ each with an interval or a p-value. The rules are the same for every claim:
 
 Intervals of a mean (:func:`mean_interval`) and of a difference of two means
 (:func:`difference_interval`) are percentile bootstraps over units; with fewer than
-:data:`MIN_UNITS` units they are missing, so the verdict is at best *inconclusive*.
+:data:`cellstudy.stats.MIN_INDEPENDENT_UNITS` units they are missing, so the verdict is at best *inconclusive*.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ CONFIDENCE = 0.95
 """Coverage of the bootstrap intervals."""
 N_BOOT = 10_000
 """Bootstrap resamples of an interval."""
-MIN_UNITS = MIN_INDEPENDENT_UNITS
-"""Fewest independent units (per group) an interval is computed from: fewer than a handful is no evidence."""
 
 
 def _missing(value: float | None) -> bool:
@@ -137,7 +135,9 @@ def expected_best_rank(n_items: int, n_positives: int) -> float:
     return (n_items + 1) / (n_positives + 1)
 
 
-def mean_interval(values: Sequence[float], seed: int = 0, min_units: int = MIN_UNITS) -> tuple[float, float, float]:
+def mean_interval(
+    values: Sequence[float], seed: int = 0, min_units: int = MIN_INDEPENDENT_UNITS
+) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean of ``values`` and its percentile bootstrap interval
     (:func:`cellstudy.stats.bootstrap_ci`, :data:`N_BOOT` resamples, :data:`CONFIDENCE`).
 
@@ -151,7 +151,7 @@ def mean_interval(values: Sequence[float], seed: int = 0, min_units: int = MIN_U
 
 
 def difference_interval(
-    a: Sequence[float], b: Sequence[float], seed: int = 0, min_units: int = MIN_UNITS
+    a: Sequence[float], b: Sequence[float], seed: int = 0, min_units: int = MIN_INDEPENDENT_UNITS
 ) -> tuple[float, float, float]:
     """``(difference, low, high)``: mean of ``a`` minus mean of ``b`` (independent groups) and its percentile
     bootstrap interval (each group resampled on its own, :func:`scipy.stats.bootstrap`).

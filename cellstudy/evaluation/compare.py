@@ -97,6 +97,10 @@ def unit_ids(results: pd.DataFrame) -> pd.Series:
     return labels + "|" + unit.map(str)
 
 
+INTERVAL_COLUMNS = ["fraction_retrieved", "fraction_low", "fraction_high", "mAP", "mAP_low", "mAP_high"]
+"""The estimates and 95% bounds of :func:`summary_with_ci`."""
+
+
 def summary_with_ci(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Fraction retrieved and mean mAP per method × task × modality, each with a 95% bootstrap CI.
 
@@ -104,27 +108,16 @@ def summary_with_ci(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
     several target genes can rest on the same compounds. ``n`` counts the units tested, ``n_sets`` the
     independent sets behind them; fewer than :data:`cellstudy.stats.MIN_INDEPENDENT_UNITS` sets give no interval.
     """
-    rows = []
-    for keys, units in tested(results).groupby([METHOD, *TASK_COLUMNS], dropna=False, sort=True):
-        sets = units["perturbations"]
-        fraction = cluster_bootstrap_ci(units["retrieved"].astype(float), sets, n_boot, seed)
-        average = cluster_bootstrap_ci(units["mean_average_precision"], sets, n_boot, seed)
-        rows.append(
-            {
-                **dict(zip([METHOD, *TASK_COLUMNS], keys)),
-                "n": len(units),
-                "n_sets": sets.nunique(),
-                "n_retrieved": int(units["retrieved"].sum()),
-                "retrieved_sets": sets[units["retrieved"].astype(bool)].nunique(),
-                "fraction_retrieved": fraction[0],
-                "fraction_low": fraction[1],
-                "fraction_high": fraction[2],
-                "mAP": average[0],
-                "mAP_low": average[1],
-                "mAP_high": average[2],
-            }
-        )
-    return pd.DataFrame(rows)
+    by = [METHOD, *TASK_COLUMNS]
+    units = tested(results)
+    counts = fraction_retrieved(units, by)[[*by, "n", "n_sets", "n_retrieved", "retrieved_sets"]]
+    intervals = []
+    for _, group in units.groupby(by, dropna=False, sort=True):
+        sets = group["perturbations"]
+        fraction = cluster_bootstrap_ci(group["retrieved"].astype(float), sets, n_boot, seed)
+        average = cluster_bootstrap_ci(group["mean_average_precision"], sets, n_boot, seed)
+        intervals.append(dict(zip(INTERVAL_COLUMNS, (*fraction, *average))))
+    return pd.concat([counts, pd.DataFrame(intervals, columns=INTERVAL_COLUMNS)], axis=1)
 
 
 def _set_means(units: pd.DataFrame, sets: pd.Series) -> pd.Series:
@@ -213,7 +206,7 @@ def on_the_same_units(
     tables = []
     for method, table in profiles.items():
         replicates = results[(results[METHOD] == method) & (results[TASK] == REPLICATE_RETRIEVAL)]
-        matching = retrieval.queries_on_every_perturbation(table, settings)[1:]
+        matching = retrieval.matching_on_every_perturbation(table, settings)
         tables.append(pd.concat([replicates, retrieval.score_every(matching, settings).assign(method=method)]))
     return pd.concat(tables, ignore_index=True)
 

@@ -74,7 +74,7 @@ from cellstudy.columns import (
 )
 from cellstudy.data import cpjump1
 from cellstudy.evaluation import significance
-from cellstudy.profiling.profiles import consensus, feature_columns, metadata_columns
+from cellstudy.profiling.profiles import consensus, feature_columns, metadata_columns, negcon_mask
 from cellstudy.similarity import cosine_similarity
 
 GROUP_COLUMNS = [CELL_TYPE, MODALITY, TIMEPOINT]
@@ -213,16 +213,6 @@ def _feature_values(profiles: pd.DataFrame) -> np.ndarray:
             stacklevel=3,
         )
     return values
-
-
-def check_negcon(profiles: pd.DataFrame) -> None:
-    """``Metadata_negcon`` must be boolean (True for negative-control wells)."""
-    column = profiles[NEGCON]
-    if not pd.api.types.is_bool_dtype(column):
-        raise ValueError(
-            f"column {NEGCON!r} must be boolean (True for negative controls), got dtype {column.dtype} with values "
-            f"{sorted(map(str, column.dropna().unique()))[:5]}; convert it, e.g. with .astype(bool)"
-        )
 
 
 def check_wells(profiles: pd.DataFrame) -> None:
@@ -489,7 +479,7 @@ def replicate_queries(profiles: pd.DataFrame, settings: MapSettings = MapSetting
     perturbation: ``task``, :data:`GROUP_COLUMNS`, ``Metadata_broad_sample``, :data:`SCORE_COLUMNS`.
     """
     _require_columns(profiles, [*GROUP_COLUMNS, PLATE, NEGCON, SAMPLE], "profiles")
-    check_negcon(profiles)
+    negcon_mask(profiles)
     check_wells(profiles)
     wells = _without_empty(profiles)
     groups = ((labels, rows, REPLICATE_RULE) for labels, rows in _groups(wells, GROUP_COLUMNS))
@@ -512,7 +502,7 @@ def matchable(consensus_profiles: pd.DataFrame) -> pd.DataFrame:
     split on ``|``.
     """
     _require_columns(consensus_profiles, [*GROUP_COLUMNS, SAMPLE, NEGCON, TARGET_LIST], "consensus profiles")
-    check_negcon(consensus_profiles)
+    negcon_mask(consensus_profiles)
     profiles = _without_empty(consensus_profiles)
     profiles = profiles[~profiles[NEGCON] & profiles[TARGET_LIST].notna()]
     targets = profiles[TARGET_LIST].str.split(cpjump1.TARGET_SEPARATOR)
@@ -667,9 +657,13 @@ def queries_on_every_perturbation(profiles: pd.DataFrame, settings: MapSettings 
     Their units are the same whatever the significance test, its seed or the profiling method, so
     :func:`score_every` can rescore them cheaply (null seeds, test methods) and methods can be compared unit by unit.
     """
+    return [replicate_queries(profiles, settings), *matching_on_every_perturbation(profiles, settings)]
+
+
+def matching_on_every_perturbation(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> list[TaskQueries]:
+    """Sister and compound-gene matching's queries on the consensus of every perturbation of well ``profiles``."""
     consensus_profiles = consensus(profiles)
     return [
-        replicate_queries(profiles, settings),
         sister_queries(consensus_profiles, None, settings),
         compound_gene_queries(consensus_profiles, consensus_profiles, None, settings),
     ]

@@ -180,12 +180,15 @@ def _require_columns(profiles: pd.DataFrame, columns: Sequence[str]) -> None:
         raise ValueError(f"profiles lack column(s) {missing}")
 
 
-def _negcon_mask(profiles: pd.DataFrame) -> pd.Series:
-    """Boolean mask of negative-control rows, checking the column exists and is boolean."""
+def negcon_mask(profiles: pd.DataFrame) -> pd.Series:
+    """Boolean mask of negative-control rows, checking that ``Metadata_negcon`` exists and is boolean."""
     _require_columns(profiles, [NEGCON])
     mask = profiles[NEGCON]
     if not pd.api.types.is_bool_dtype(mask):
-        raise ValueError(f"column {NEGCON!r} must be boolean, got dtype {mask.dtype}")
+        raise ValueError(
+            f"column {NEGCON!r} must be boolean (True for negative controls), got dtype {mask.dtype} with values "
+            f"{sorted(map(str, mask.dropna().unique()))[:5]}; convert it, e.g. with .astype(bool)"
+        )
     return mask
 
 
@@ -195,7 +198,7 @@ def _fit_rows(profiles: pd.DataFrame, fit_on: Literal["negcon", "all"]) -> pd.Da
         return profiles
     if fit_on != "negcon":
         raise ValueError(f"fit_on must be 'negcon' or 'all', got {fit_on!r}")
-    rows = profiles[_negcon_mask(profiles)]
+    rows = profiles[negcon_mask(profiles)]
     if rows.empty:
         raise ValueError(f"no negative-control rows ({NEGCON} is never True) to fit on")
     return rows
@@ -264,7 +267,7 @@ def robustize_per_plate(profiles: pd.DataFrame) -> pd.DataFrame:
     """
     _require_columns(profiles, [PLATE])
     features = feature_columns(profiles)
-    negcon = _negcon_mask(profiles)
+    negcon = negcon_mask(profiles)
     without = sorted(set(profiles[PLATE]) - set(profiles.loc[negcon, PLATE]))
     if without:
         raise ValueError(f"plate(s) {without} have no negative-control well to robustize to")

@@ -195,7 +195,8 @@ def stability_strips(per_seed: pd.DataFrame, shift: pd.DataFrame, data_label: st
     methods = list(dict.fromkeys(per_seed["method"]))
     rows = sorted(per_seed["row"].unique())
     fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 0.45 * len(rows) + 1.8), sharey=True)
-    for ax, method in zip(np.atleast_1d(axes), methods, strict=True):
+    axes = np.atleast_1d(axes)
+    for ax, method in zip(axes, methods, strict=True):
         seeds = per_seed[per_seed["method"] == method]
         ax.scatter(seeds["fraction_retrieved"], seeds["row"].map(rows.index), s=12, alpha=0.5, label="null seeds")
         changed = shift[shift["method"] == method]
@@ -204,9 +205,8 @@ def stability_strips(per_seed: pd.DataFrame, shift: pd.DataFrame, data_label: st
             ax.scatter(part["fraction_retrieved"], part["row"].map(rows.index) + 0.25, marker=marker, label=change)
         ax.set_yticks(np.arange(len(rows)), rows, fontsize=8)
         ax.set(title=method, xlabel=f"fraction retrieved, study test ({data_label} data)", xlim=(-0.02, 1.02))
-    axes_list = np.atleast_1d(axes)
-    axes_list[0].invert_yaxis()
-    axes_list[0].legend(fontsize=8, loc="lower right")
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 
