@@ -68,6 +68,8 @@ TILE_X = "Metadata_TileX"
 """Left column of a tile in its field."""
 CELL_COUNT = "Metadata_Count_Cells"
 """Cells segmented in a well (classical features)."""
+CELL_COUNT_FEATURE = "Count_Cells"
+"""The cell count as a feature column (not metadata), for a profile of the cell count alone."""
 
 # Field tables (:mod:`cellstudy.data.fieldstore`)
 DECODED_FIELD = "decoded_field"

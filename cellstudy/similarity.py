@@ -1,4 +1,5 @@
-"""Cosine similarity, the study's one measure of how alike two profiles are.
+"""Cosine similarity, the study's measure of how alike two profiles are, and negative Euclidean distance for
+profiles of a single feature (where the cosine is only the product of the signs, ±1, and ties almost every pair).
 
 An all-zero row has no direction: it is kept as zeros, so its cosine with every row is 0 (as scikit-learn's
 ``cosine_similarity``). Callers that must not score such a profile check for it first and name it
@@ -21,3 +22,24 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """Cosine similarity of every row of ``a`` with every row of ``b`` (default: ``a`` itself)."""
     first = unit_rows(a)
     return first @ (first if b is None else unit_rows(b)).T
+
+
+def negative_distance(a: np.ndarray, b: np.ndarray | None = None, sign_free: bool = False) -> np.ndarray:
+    """Minus the Euclidean distance of every row of ``a`` to every row of ``b`` (default: ``a`` itself).
+
+    ``sign_free``: minus ``min(|a - b|, |a + b|)``, so that a profile and its mirror image count as alike, as the
+    absolute cosine lets anti-correlated profiles count as alike.
+    """
+    a = np.asarray(a, dtype=float)
+    b = a if b is None else np.asarray(b, dtype=float)
+    distance = np.sqrt(np.maximum(_squared_distances(a, b), 0.0))
+    if sign_free:
+        distance = np.minimum(distance, np.sqrt(np.maximum(_squared_distances(a, -b), 0.0)))
+    return -distance
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``|a_i - b_j|^2`` for every pair of rows (exact differences for one feature, the expanded square otherwise)."""
+    if a.shape[1] == 1:
+        return (a[:, 0][:, None] - b[:, 0][None, :]) ** 2
+    return (a**2).sum(axis=1)[:, None] + (b**2).sum(axis=1)[None, :] - 2 * a @ b.T

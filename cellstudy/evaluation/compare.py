@@ -101,14 +101,18 @@ INTERVAL_COLUMNS = ["fraction_retrieved", "fraction_low", "fraction_high", "mAP"
 """The estimates and 95% bounds of :func:`summary_with_ci`."""
 
 
-def summary_with_ci(results: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Fraction retrieved and mean mAP per method × task × modality, each with a 95% bootstrap CI.
+def summary_with_ci(
+    results: pd.DataFrame, n_boot: int = 2000, seed: int = 0, by: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Fraction retrieved and mean mAP per method × task × modality (or per ``by``), each with a 95% bootstrap CI.
 
     The bootstrap resamples distinct perturbation sets (``perturbations``), not units: in the matching tasks
     several target genes can rest on the same compounds. ``n`` counts the units tested, ``n_sets`` the
     independent sets behind them; fewer than :data:`cellstudy.stats.MIN_INDEPENDENT_UNITS` sets give no interval.
+    ``by``: the grouping columns, default ``method`` and :data:`TASK_COLUMNS` (pass :data:`SUMMARY_COLUMNS` with
+    ``method`` for one row per condition: cell type and time points too).
     """
-    by = [METHOD, *TASK_COLUMNS]
+    by = [METHOD, *TASK_COLUMNS] if by is None else list(by)
     units = tested(results)
     counts = fraction_retrieved(units, by)[[*by, "n", "n_sets", "n_retrieved", "retrieved_sets"]]
     intervals = []
@@ -328,7 +332,11 @@ def task_and_modality_order(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _interval_text(value: float, lower: float, upper: float) -> str:
-    """``0.81 [0.75, 0.86]``, or ``1.00 [no interval]`` when the interval is missing (too few independent units)."""
+    """``0.81 [0.75, 0.86]``, or ``1.00 [no interval]`` when the interval is missing (too few independent units),
+    or ``no units`` without a value (a group with nothing to test).
+    """
+    if pd.isna(value):
+        return "no units"
     if pd.isna(lower) or pd.isna(upper):
         return f"{value:.2f} [no interval]"
     return f"{value:.2f} [{lower:.2f}, {upper:.2f}]"

@@ -30,6 +30,11 @@ columns are named in a warning. A group left without any unit to test (for
 example, no replicable perturbation to match) stays in the output as one row
 with ``n_profiles`` 0 and is named in a warning.
 
+Similarity: the rule's cosine (or absolute cosine) by default. ``MapSettings(similarity="euclidean")`` ranks by
+minus the Euclidean distance instead (the absolute-cosine rules by minus ``min(|x - y|, |x + y|)``, blind to the
+sign as the absolute cosine is): for a profile of one feature, whose cosine with any other is only the product of
+the signs (±1), so that nearly every pair ties and copairs' tie order decides the AP.
+
 Ties: copairs ranks a positive whose similarity equals a negative's before it
 (ties resolved optimistically); scikit-learn's ``average_precision_score``
 treats tied scores as one threshold. The two agree when similarities are distinct.
@@ -75,8 +80,10 @@ from cellstudy.columns import (
 from cellstudy.data import cpjump1
 from cellstudy.evaluation import significance
 from cellstudy.profiling.profiles import consensus, feature_columns, metadata_columns, negcon_mask
-from cellstudy.similarity import cosine_similarity
+from cellstudy.similarity import cosine_similarity, negative_distance
 
+SIMILARITIES = ("cosine", "euclidean")
+"""How profiles are compared: the pair rule's cosine or absolute cosine, or minus the (sign-free) Euclidean distance."""
 GROUP_COLUMNS = [CELL_TYPE, MODALITY, TIMEPOINT]
 """A task runs, and corrects for multiple testing, within each group of these columns."""
 SCORE_COLUMNS = [*significance.SCORE_COLUMNS, "corrected_p_value", "retrieved", "perturbations"]
@@ -103,6 +110,10 @@ class MapSettings:
         The significance test (:data:`cellstudy.evaluation.significance.METHODS`): ``"study"`` for the
         study's results; ``"paper"`` wherever a number is set beside the CPJUMP1 paper's; ``"copairs"`` to
         compare with copairs 0.5.
+    similarity
+        :data:`SIMILARITIES`: ``"cosine"`` (each rule's cosine or absolute cosine) for every profile of several
+        features; ``"euclidean"`` (minus the Euclidean distance, sign-free where the rule takes the absolute
+        cosine) for a profile of one feature.
     """
 
     null_size: int = 100_000
@@ -110,10 +121,13 @@ class MapSettings:
     seed: int = 0
     batch_size: int = 20_000
     method: str = significance.STUDY
+    similarity: str = "cosine"
 
     def __post_init__(self) -> None:
         if self.method not in significance.METHODS:
             raise ValueError(f"method must be one of {significance.METHODS}, got {self.method!r}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
 
 
 @dataclass(frozen=True)
@@ -170,15 +184,19 @@ def _require_columns(table: pd.DataFrame, columns: Iterable[str], name: str) -> 
         raise ValueError(f"{name} lack column(s) {missing}")
 
 
-def _similarity_lookup(values: np.ndarray, absolute: bool) -> tuple[np.ndarray, Callable]:
-    """Row indices to hand copairs as "features", and a copairs distance that looks up their cosine similarity.
+def _similarity_lookup(values: np.ndarray, absolute: bool, measure: str = "cosine") -> tuple[np.ndarray, Callable]:
+    """Row indices to hand copairs as "features", and a copairs distance that looks up their similarity
+    (``measure``: cosine, or minus the Euclidean distance; ``absolute``: blind to the sign).
 
     copairs gathers the "feature" rows of each pair and passes them to the
     distance; the rows here are profile indices, so one matrix product serves
     every pair.
     """
-    cosine = cosine_similarity(values, values)
-    similarity = np.abs(cosine) if absolute else cosine
+    if measure == "euclidean":
+        similarity = negative_distance(values, sign_free=absolute)
+    else:
+        cosine = cosine_similarity(values, values)
+        similarity = np.abs(cosine) if absolute else cosine
 
     def lookup(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         return similarity[first[:, 0].astype(np.intp), second[:, 0].astype(np.intp)]
@@ -195,18 +213,18 @@ def _named(profiles: pd.DataFrame, rows: np.ndarray | pd.Series, limit: int = 5)
     )
 
 
-def _feature_values(profiles: pd.DataFrame) -> np.ndarray:
-    """The feature matrix, checked to be finite and without all-zero rows (which have no cosine).
+def _feature_values(profiles: pd.DataFrame, cosine: bool = True) -> np.ndarray:
+    """The feature matrix, checked to be finite and, for the ``cosine``, without all-zero rows (which have none).
 
     Constant feature columns are named in a warning: a constant offset shifts every cosine.
     """
     features = feature_columns(profiles)
     values = profiles[features].to_numpy(dtype=float)
-    bad = ~np.isfinite(values).all(axis=1) | ~values.any(axis=1)
+    bad = ~np.isfinite(values).all(axis=1) | (~values.any(axis=1) if cosine else False)
     if bad.any():
         raise ValueError(f"{bad.sum()} profile(s) are all zero or not finite, e.g. {_named(profiles, bad, 3)}")
     constant = [f for f, spread in zip(features, np.ptp(values, axis=0)) if spread == 0] if len(values) > 1 else []
-    if constant:
+    if constant and cosine:
         warnings.warn(
             f"{len(constant)} feature(s) are constant over the {len(values)} profiles and shift every cosine: "
             f"{constant[:5]}; drop them or normalise the profiles first",
@@ -309,7 +327,8 @@ def average_precisions(profiles: pd.DataFrame, rule: PairRule, settings: MapSett
     else:
         profiles = _with_negatives(profiles, rule)
     metadata = profiles[rule.columns].reset_index(drop=True).assign(**{_ROW: np.arange(len(profiles))})
-    index, lookup = _similarity_lookup(_feature_values(profiles), absolute=rule.distance == "abs_cosine")
+    values = _feature_values(profiles, cosine=settings.similarity == "cosine")
+    index, lookup = _similarity_lookup(values, absolute=rule.distance == "abs_cosine", measure=settings.similarity)
     arguments = {
         "pos_sameby": list(rule.pos_sameby),
         "pos_diffby": list(rule.pos_diffby),
@@ -638,11 +657,31 @@ def run_tasks(profiles: pd.DataFrame, settings: MapSettings = MapSettings()) -> 
     compound–gene matching on the consensus profiles of the perturbations retrieved as replicable.
     Returns the per-unit results of all three tasks in one table (column ``task``).
     """
-    replicates = replicate_retrieval(profiles, settings)
+    return run_tasks_each(profiles, [settings])[0]
+
+
+def run_tasks_each(profiles: pd.DataFrame, settings: Sequence[MapSettings]) -> list[pd.DataFrame]:
+    """:func:`run_tasks` under each of ``settings`` (e.g. the study's and the paper's test), in that order.
+
+    The replicate queries' APs do not depend on the test, so they are computed once, with the first
+    settings' similarity and batch size; each settings then chains its own replicable perturbations.
+
+    Raises
+    ------
+    ValueError
+        ``settings`` is empty or its entries compare profiles differently (``similarity``).
+    """
+    if not settings or len({entry.similarity for entry in settings}) > 1:
+        raise ValueError("run_tasks_each needs one or more settings, all with the same similarity")
+    queries = replicate_queries(profiles, settings[0])
     consensus_profiles = consensus(profiles)
-    sisters = sister_matching(consensus_profiles, replicates, settings)
-    matches = compound_gene_matching(consensus_profiles, consensus_profiles, replicates, settings)
-    return _stacked([replicates, sisters, matches])
+    results = []
+    for entry in settings:
+        replicates = score(queries, entry)
+        sisters = sister_matching(consensus_profiles, replicates, entry)
+        matches = compound_gene_matching(consensus_profiles, consensus_profiles, replicates, entry)
+        results.append(_stacked([replicates, sisters, matches]))
+    return results
 
 
 def _stacked(results: Sequence[pd.DataFrame]) -> pd.DataFrame:

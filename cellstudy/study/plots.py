@@ -120,10 +120,15 @@ METHOD_PANELS = [
 
 
 def method_bars(
-    summary: pd.DataFrame, methods: Sequence[str], labels: Mapping[str, str], data_label: str
+    summary: pd.DataFrame,
+    methods: Sequence[str],
+    labels: Mapping[str, str],
+    data_label: str,
+    xlim: float | None = 1.1,
 ) -> plt.Figure:
     """Fraction retrieved and mAP per task and modality (``row``), one bar per method with its interval, each
     labelled with the units it rests on and the distinct perturbation sets behind them (``n/sets``).
+    ``xlim``: the right end of both axes (``None``: fitted to the bars).
     """
     rows = sorted(summary["row"].unique())
     width = 0.8 / len(methods)
@@ -145,7 +150,8 @@ def method_bars(
             ]
             ax.bar_label(bars, labels=counts, fontsize=6, padding=2)
         ax.set_yticks(np.arange(len(rows)), rows)
-        ax.set(xlabel=f"{label} ({data_label} data; bars: units/perturbation sets)", xlim=(0, 1.1))
+        ax.set(xlabel=f"{label} ({data_label} data; bars: units/perturbation sets)")
+        ax.set_xlim(0, xlim)
     axes[0].invert_yaxis()
     axes[0].legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -96,6 +96,9 @@ class RunSize:
         ``cpu``, or ``auto``: a GPU when there is one.
     map_null_size
         Draws per permutation null of the retrieval tasks (the paper used 100,000).
+    real_wells_null_size
+        Draws per permutation null of the study's test on the real CPJUMP1 wells (``None``: ``map_null_size``);
+        the paper's test there keeps ``map_null_size``.
     label_efficiency
         Changes to :class:`cellstudy.applications.label_efficiency.LabelEfficiencyConfig`.
     mask_sweep
@@ -121,6 +124,7 @@ class RunSize:
     mask_sweep_tiles_per_field: int | None
     pretraining_fields: int | None
     embedding_device: str = "cpu"
+    real_wells_null_size: int | None = None
     real_field_steps: float = 0.2
     store_workers: int = 2
     embedding_batch_size: int = 256
@@ -169,6 +173,7 @@ DEFAULT = RunSize(
     dino={"train": {"steps": 200, "warmup_steps": 20, "batch_size": 24}, "crops": NO_INTENSITY_JITTER},
     pretraining_fields=320,
     map_null_size=100_000,
+    real_wells_null_size=20_000,
     label_efficiency={"seeds": (0, 1), "tiles_per_field": 2, "fine_tuning": {"steps": 15, "batch_size": 16}},
     mask_sweep={"train": {"steps": 40, "warmup_steps": 4}},
     mask_sweep_tiles_per_field=2,

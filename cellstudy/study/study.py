@@ -24,7 +24,7 @@ import torch
 
 from cellstudy.applications.label_efficiency import LabelEfficiencyConfig
 from cellstudy.columns import ANOMALY, PLATE
-from cellstudy.data import cpjump1, decodedstore, gallery
+from cellstudy.data import cpjump1, decodedstore, gallery, real_wells
 from cellstudy.data.fieldstore import FieldStore, read_field_table, write_field_table
 from cellstudy.data.sources import data_root, metadata_folder
 from cellstudy.evaluation import significance
@@ -102,6 +102,17 @@ class Study:
     def screen_label(self) -> str:
         """``CPJUMP1 screen`` or ``simulated screen``."""
         return f"{self.data_label} screen"
+
+    def real_wells(self, model_type: str) -> pd.DataFrame:
+        """The real CPJUMP1 wells of ``model_type`` (``final`` or ``shuffled``) from the data root, on the analysed
+        design (:func:`cellstudy.data.real_wells.load_real_wells`); never downloaded here.
+
+        Raises
+        ------
+        FileNotFoundError
+            The data root does not hold the real-wells table.
+        """
+        return real_wells.load_real_wells(model_type, self.data_root, self.metadata_dir, download=False)
 
     @cached_property
     def metadata_dir(self) -> Path:
@@ -325,6 +336,13 @@ class Study:
         ``method="paper"`` wherever a number is set beside the CPJUMP1 paper's.
         """
         return MapSettings(null_size=self.size.map_null_size, seed=seed, method=method)
+
+    def real_wells_settings(self) -> list[MapSettings]:
+        """The retrieval tasks' settings on the real CPJUMP1 wells: the study's test with the size's
+        ``real_wells_null_size`` draws (``map_null_size`` if unset), then the paper's with ``map_null_size``.
+        """
+        draws = self.size.real_wells_null_size or self.size.map_null_size
+        return [replace(self.map_settings(), null_size=draws), self.map_settings(method=significance.PAPER)]
 
     def label_efficiency_config(self) -> LabelEfficiencyConfig:
         """The label-efficiency experiment at this size."""
