@@ -350,3 +350,75 @@ def test_a_group_without_replicable_perturbations_is_reported():
     assert result.loc[result["Metadata_timepoint"] == 24, "Metadata_matching_target"].tolist() == ["A", "B"]
     summary = retrieval.fraction_retrieved(result)
     assert summary.loc[summary["Metadata_timepoint"] == 48, "n"].item() == 0
+
+
+def one_feature_plates(seed: int = 5, n_plates: int = 3, n_samples: int = 6, n_negcon: int = 6) -> pd.DataFrame:
+    """Random one-feature profiles (distinct values, some negative, one exactly zero)."""
+    profiles = random_plates(seed, n_plates, n_samples, n_negcon)[
+        ["Metadata_Plate", "Metadata_broad_sample", "Metadata_negcon", *CONDITION]
+    ]
+    values = np.random.default_rng(seed).permutation(np.arange(len(profiles)) - 5.0)[:, None]
+    return pd.concat([profiles, pd.DataFrame(values, columns=["f0"])], axis=1)
+
+
+def test_euclidean_similarity_gives_copairs_own_euclidean_ap_on_one_feature():
+    """One feature: cosine is only the sign; minus the distance ranks as copairs' ``1 / (1 + distance)``."""
+    profiles = one_feature_plates()
+    ours = retrieval.average_precisions(profiles, retrieval.REPLICATE_RULE, MapSettings(similarity="euclidean"))
+    metadata = profiles[["Metadata_Plate", "Metadata_broad_sample", "Metadata_negcon"]]
+    theirs = copairs_map.average_precision(
+        metadata,
+        profiles[["f0"]].to_numpy(),
+        pos_sameby=["Metadata_broad_sample"],
+        pos_diffby=[],
+        neg_sameby=["Metadata_Plate"],
+        neg_diffby=["Metadata_negcon"],
+        distance="euclidean",
+        progress_bar=False,
+    )
+    np.testing.assert_allclose(ours["average_precision"], theirs["average_precision"])
+    values = profiles["f0"].to_numpy()
+    query = 0
+    same = (profiles["Metadata_broad_sample"] == profiles["Metadata_broad_sample"][query]).to_numpy()
+    negatives = (
+        profiles["Metadata_negcon"] & (profiles["Metadata_Plate"] == profiles["Metadata_Plate"][query])
+    ).to_numpy()
+    candidates = (same | negatives) & (np.arange(len(profiles)) != query)
+    expected = average_precision_score(same[candidates], -np.abs(values[candidates] - values[query]))
+    assert ours["average_precision"][query] == pytest.approx(expected)
+
+
+def test_euclidean_similarity_is_sign_free_where_the_rule_takes_the_absolute_cosine():
+    """Compound sisters at +2 and -2 match under the absolute rule, as anti-correlated profiles do by |cosine|."""
+    rows = [
+        consensus_row("a", "G1"),
+        consensus_row("b", "G1"),
+        consensus_row("c", "G2"),
+        consensus_row("d", "G3"),
+    ]
+    profiles = retrieval.matchable(table(rows, np.array([[2.0], [-2.0], [1.0], [0.5]])))
+    euclidean = MapSettings(similarity="euclidean")
+    ap = retrieval.average_precisions(profiles, retrieval.COMPOUND_SISTER_RULE, euclidean)
+    first = ap[ap["Metadata_broad_sample"] == "a"]["average_precision"].item()
+    assert first == 1.0  # b at -2 is a's mirror image: sign-free distance 0, ranked first
+    plain = retrieval.average_precisions(profiles, retrieval.CRISPR_SISTER_RULE, euclidean)
+    assert plain[plain["Metadata_broad_sample"] == "a"]["average_precision"].item() == pytest.approx(1 / 3)
+
+
+def test_euclidean_similarity_scores_a_zero_profile_and_an_unknown_similarity_is_refused():
+    profiles = one_feature_plates()
+    assert (profiles["f0"] == 0).any()
+    retrieval.average_precisions(profiles, retrieval.REPLICATE_RULE, MapSettings(similarity="euclidean"))
+    with pytest.raises(ValueError, match="all zero"):
+        retrieval.average_precisions(profiles, retrieval.REPLICATE_RULE)
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        MapSettings(similarity="manhattan")
+
+
+def test_run_tasks_each_equals_run_tasks_under_each_test():
+    profiles = random_plates(seed=2, n_plates=3, n_samples=6).assign(Metadata_target_list="G1")
+    settings = [FAST, MapSettings(null_size=2000, method="paper")]
+    for each, single in zip(retrieval.run_tasks_each(profiles, settings), settings, strict=True):
+        pd.testing.assert_frame_equal(each, retrieval.run_tasks(profiles, single))
+    with pytest.raises(ValueError, match="same similarity"):
+        retrieval.run_tasks_each(profiles, [FAST, MapSettings(similarity="euclidean")])

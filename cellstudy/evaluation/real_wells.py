@@ -20,6 +20,7 @@ ties optimistically (a positive before a negative). Every figure and table of th
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -78,7 +79,8 @@ def feature_sets(final: pd.DataFrame, shuffled: pd.DataFrame) -> dict[str, pd.Da
     Returns
     -------
     Per feature set, its profiles post-processed with :data:`POSTPROCESSING`: the wells where both models have
-    every phenotype (a well without any is a well whose cells were not classified), the metadata of ``final``
+    every phenotype (a well without any is a well whose cells were not classified; the others are named in a
+    warning), the metadata of ``final``
     and the set's features (the cell count as :data:`cellstudy.columns.CELL_COUNT_FEATURE`).
 
     Raises
@@ -93,6 +95,11 @@ def feature_sets(final: pd.DataFrame, shuffled: pd.DataFrame) -> dict[str, pd.Da
     if not final[keys].reset_index(drop=True).equals(shuffled[keys].reset_index(drop=True)):
         raise ValueError("the final and shuffled real wells list different (plate, well) pairs")
     complete = (final[features].notna().all(axis=1) & shuffled[features].notna().all(axis=1)).to_numpy()
+    if not complete.all():
+        named = final.loc[~complete, keys].head(5).to_dict("records")
+        warnings.warn(
+            f"left out {(~complete).sum()} well(s) without every phenotype of both models, e.g. {named}", stacklevel=2
+        )
     metadata = final.loc[complete, metadata_columns(final)].reset_index(drop=True)
     raw = {
         FINAL: final.loc[complete, features].reset_index(drop=True),

@@ -26,7 +26,7 @@ from cellstudy.applications.label_efficiency import LabelEfficiencyConfig
 from cellstudy.columns import ANOMALY, PLATE
 from cellstudy.data import cpjump1, decodedstore, gallery, real_wells
 from cellstudy.data.fieldstore import FieldStore, read_field_table, write_field_table
-from cellstudy.data.sources import data_root, metadata_folder
+from cellstudy.data.sources import data_root, fetch, metadata_folder
 from cellstudy.evaluation import significance
 from cellstudy.evaluation.retrieval import MapSettings
 from cellstudy.files import atomic_path
@@ -112,6 +112,7 @@ class Study:
         FileNotFoundError
             The data root does not hold the real-wells table.
         """
+        fetch(real_wells.REAL_WELLS_FILE, self.data_root, download=False)  # absent: say so before reading the design
         return real_wells.load_real_wells(model_type, self.data_root, self.metadata_dir, download=False)
 
     @cached_property
