@@ -110,3 +110,28 @@ def test_interval_text_and_verdict_counts():
         ct.readable(detail.assign(estimate=0.5, low=0.1, high=0.9))["estimate [95% interval]"].iloc[0]
         == "+0.500 [+0.100, +0.900]"
     )
+
+
+def test_real_wells_check_is_its_own_row_labelled_as_real_and_not_testable_without_results():
+    from cellstudy.evaluation import real_wells
+
+    rows = [
+        {"task": "replicate_retrieval", "Metadata_cell_type": "U2OS", "Metadata_modality": "compound"}
+        | {"Metadata_timepoint": 48, "Metadata_broad_sample": f"s{i}", "n_profiles": 4, "test": "study"}
+        | {
+            "method": method,
+            "retrieved": method == "final" and i < 6,
+            "mean_average_precision": 0.5 if method == "final" else 0.1,
+        }
+        for i in range(10)
+        for method in ("final", "shuffled")
+    ]
+    detail = pd.DataFrame(ct.real_wells_tests(pd.DataFrame(rows)))
+    assert detail["verdict"].tolist() == ["supported", "supported"]
+    assert set(detail["data"]) == {real_wells.DATA_LABEL}
+    assert detail["estimate"].tolist() == pytest.approx([0.6, 0.4])
+    summary = ct.real_wells_summary(detail)
+    assert summary["claim"].str.startswith("R1").all() and summary["data"].tolist() == [real_wells.DATA_LABEL]
+    empty = pd.DataFrame(ct.real_wells_tests(pd.DataFrame(columns=["task", "method", "test"])))
+    assert (empty["verdict"] == "not testable here").all()
+    assert "R1" not in ct.verdict_counts(detail).index  # the verdict figure shows the screen's claims only

@@ -9,6 +9,7 @@ import pandas as pd
 import papermill
 import pytest
 
+from cellstudy.evaluation.real_wells import DATA_LABEL
 from cellstudy.study import Study
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -101,4 +102,7 @@ def test_notebooks_take_the_real_screens_path_without_planted_truth(quick_build,
     assert set(ranks["method"]) == {"dino", "mae", "classical"}
     assert not ranks["driven_by_unannotated_gene"].any() and "true_rank" not in ranks
     claims_table = pd.read_csv(results / "08_summary" / "claims_summary.csv")
-    assert set(claims_table["data"]) == {"simulated screen"}  # the stand-in is labelled as what it is
+    assert set(claims_table["data"]) == {"simulated screen", DATA_LABEL}  # the stand-in is labelled as what it is
+    assert claims_table.loc[claims_table["claim"].str.startswith("R1"), "data"].tolist() == [DATA_LABEL]
+    real = pd.read_csv(results / "06_evaluation" / "real_wells_per_unit.csv")
+    assert real.empty or set(real["test"]) == {"study", "paper"}

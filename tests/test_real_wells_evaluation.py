@@ -144,3 +144,9 @@ def test_bad_input_is_refused_by_name(tmp_path):
         real_wells.settings_for("trained", MapSettings())
     with pytest.raises(FileNotFoundError, match="real_wells"):
         Study.create("quick", tmp_path / "build", tmp_path / "no_data").real_wells("final")
+
+
+def test_the_differences_are_described_with_their_data(scored):
+    _, study_test, _ = scored
+    text = real_wells.describe_differences(study_test)
+    assert real_wells.DATA_LABEL in text and "fraction retrieved +0.400 [" in text

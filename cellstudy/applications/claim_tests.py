@@ -16,6 +16,8 @@ from statsmodels.stats.proportion import confint_proportions_2indep
 
 from cellstudy.applications import claims
 from cellstudy.columns import COMPOUND_GENE_MATCHING, GENETIC_MODALITY, REPLICATE_RETRIEVAL, TASK
+from cellstudy.evaluation import real_wells
+from cellstudy.evaluation.significance import STUDY
 from cellstudy.stats import MIN_INDEPENDENT_UNITS
 
 CLAIMS = {
@@ -51,6 +53,17 @@ REAL_CAVEATS = {
     "C6": "Targets ranked by annotation only; polypharmacology cannot be identified on a real screen.",
 }
 """What limits each claim's evidence on the real plates (the simulation's caveats do not apply there)."""
+REAL_WELLS_CHECKS = {
+    "R1": "Real-data check: on real CPJUMP1 wells, phenotype probabilities retrieve replicates better than the "
+    "same model trained on shuffled labels (the null)",
+}
+"""Checks of the evaluation on real wells (:mod:`cellstudy.evaluation.real_wells`), reported beside the claims
+as rows of their own, labelled with their data, never mixed with the simulated screen's verdicts."""
+REAL_WELLS_CAVEAT = (
+    "15 phenotype probabilities from nuclear shape, not the paper's ~900 CellProfiler features; a near-null "
+    "result is expected and shows that the evaluation does not invent hits."
+)
+"""What limits the real-wells check."""
 LOW_LABEL_FRACTION = 0.25
 """The label fractions where "fewer labels" is tested (C1)."""
 CLAIMED_MASK_RATIO = 0.75
@@ -291,6 +304,50 @@ def c6_tests(ranks: pd.DataFrame, labels: Mapping[str, str], data: str) -> list[
     return rows
 
 
+def real_wells_tests(per_unit: pd.DataFrame) -> list[dict]:
+    """R1: replicate retrieval on the real wells (notebook 6's per-unit results, study test), pooled over every
+    condition: phenotype probabilities minus the shuffled-label null, in fraction retrieved and in mAP, each
+    with a paired bootstrap interval over perturbations (:func:`cellstudy.evaluation.real_wells.replicate_difference`);
+    *not testable here* without results (the real wells were not available).
+    """
+    study_test = per_unit[per_unit["test"] == STUDY] if "test" in per_unit else per_unit.iloc[0:0]
+    differences = real_wells.replicate_difference(study_test) if len(study_test) else {}
+    rows = []
+    for metric in ("fraction_retrieved", "mAP"):
+        estimate, low, high = differences.get(metric, (np.nan, np.nan, np.nan))
+        rows.append(
+            test_row(
+                "R1",
+                f"replicate retrieval, {metric}: {real_wells.FEATURE_SETS[real_wells.FINAL]} − "
+                f"{real_wells.FEATURE_SETS[real_wells.SHUFFLED]}",
+                claims.interval_verdict(estimate, low, high),
+                estimate,
+                low,
+                high,
+                f"difference in {metric} (paired over perturbations)",
+                "06_evaluation",
+                real_wells.DATA_LABEL,
+            )
+        )
+    return rows
+
+
+def real_wells_summary(detail: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :data:`REAL_WELLS_CHECKS` for the claims table, in its columns, labelled with their data."""
+    return pd.DataFrame(
+        [
+            {
+                "claim": f"{check}: {text}",
+                "verdict": claims.combine_verdicts(detail.loc[detail["claim"] == check, "verdict"]),
+                "evidence": evidence(detail.loc[detail["claim"] == check, "verdict"]),
+                "data": real_wells.DATA_LABEL,
+                "caveat": REAL_WELLS_CAVEAT,
+            }
+            for check, text in REAL_WELLS_CHECKS.items()
+        ]
+    )
+
+
 def evidence(verdicts: pd.Series) -> str:
     """How many of a claim's tests reached each verdict: ``2 supported, 1 inconclusive (of 3 tests)``."""
     counts = verdicts.value_counts()
@@ -328,7 +385,7 @@ def readable(detail: pd.DataFrame) -> pd.DataFrame:
     """The claim tests for reading: each estimate with its interval in one column."""
     text = [interval_text(*values) for values in detail[["estimate", "low", "high"]].to_numpy()]
     return detail.assign(**{"estimate [95% interval]": text})[
-        ["claim", "test", "measure", "estimate [95% interval]", "verdict", "source"]
+        ["claim", "test", "measure", "estimate [95% interval]", "verdict", "data", "source"]
     ]
 
 

@@ -221,3 +221,25 @@ def replicate_difference(
         differences = first.loc[shared, column].astype(float) - second.loc[shared, column].astype(float)
         out[metric] = bootstrap_ci(differences, n_boot, seed)
     return out
+
+
+def _signed(estimate: float, low: float, high: float) -> str:
+    """``+0.012 [-0.003, +0.027]``."""
+    return f"{estimate:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def describe_differences(results: pd.DataFrame) -> str:
+    """Replicate retrieval pooled over every condition (:func:`replicate_difference`): phenotype probabilities and
+    the cell count, each minus the shuffled-label null, in fraction retrieved and mAP, as a sentence naming the data.
+    """
+    parts = []
+    for name in (FINAL, CELL_COUNT_ONLY):
+        difference = replicate_difference(results, name, SHUFFLED)
+        parts.append(
+            f"{FEATURE_SETS[name]} minus the null: fraction retrieved {_signed(*difference['fraction_retrieved'])}, "
+            f"mAP {_signed(*difference['mAP'])}"
+        )
+    return (
+        f"Replicate retrieval over all conditions ({DATA_LABEL}; study test; differences paired over perturbations, "
+        "95% bootstrap intervals): " + "; ".join(parts) + "."
+    )

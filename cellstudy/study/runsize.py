@@ -155,6 +155,7 @@ QUICK = RunSize(
     dino={"train": {"steps": 4, "warmup_steps": 1, "batch_size": 8, "checkpoint_every": 4}},
     pretraining_fields=None,
     map_null_size=10_000,
+    real_wells_null_size=2_000,
     label_efficiency={"seeds": (0,), "tiles_per_field": 1, "fine_tuning": {"steps": 2, "batch_size": 8}},
     mask_sweep={"train": {"steps": 4, "warmup_steps": 1, "checkpoint_every": 4}},
     mask_sweep_tiles_per_field=None,
