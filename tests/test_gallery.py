@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import json
 import re
 import socket
 import threading
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy.data import cpjump1, fieldstore, gallery, published
+from cellstudy.data import cpjump1, fieldstore, gallery, gallery_mirror, published
 from cellstudy.data.images import (
     CHANNELS,
     CPJUMP1_CHANNELS,
@@ -61,18 +60,6 @@ ABSENT_FILE = ("BR00116991", "D14", 2, "RNA")
 """The one channel file of a planted site that is not in the bucket."""
 SHAPE = (24, 32)
 LOOPBACK = "127.0.0.1"
-PUBLIC_READ = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": "*",
-            "Action": ["s3:GetObject", "s3:ListBucket"],
-            "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
-        }
-    ],
-}
-"""Anonymous read, as the Gallery's bucket allows."""
 
 
 def _host(address) -> str:
@@ -207,7 +194,7 @@ def bucket(endpoint, tmp_path_factory) -> dict:
         "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
     )
     client.create_bucket(Bucket=BUCKET)
-    client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(PUBLIC_READ))
+    client.put_bucket_policy(Bucket=BUCKET, Policy=gallery_mirror.public_read_policy(BUCKET))
     uploaded = {}
     for folder in PLATE_FOLDERS.values():
         for path in sorted((source / folder).iterdir()):
