@@ -183,16 +183,15 @@ def read_fields(fields: pd.DataFrame, progress: bool = True) -> tuple[list[np.nd
 
 
 class _Tiles(NamedTuple):
-    """The filtered, normalised tiles of one field and where they come from."""
+    """The filtered tiles of one field (raw or normalised) and where they come from."""
 
     row: int
     tiles: np.ndarray
     corners: np.ndarray
 
 
-def field_tiles(
+def raw_field_tiles(
     fields: pd.DataFrame,
-    stats: ChannelStats,
     crops: CropConfig,
     size: int,
     max_tiles_per_field: int | None,
@@ -200,7 +199,7 @@ def field_tiles(
     progress: bool,
 ) -> Iterator[_Tiles]:
     """Read every field of the table (as a :class:`~cellstudy.data.fieldstore.FieldStore` reads it) and yield its
-    filtered, normalised tiles.
+    filtered tiles as they are in the field (uint16, not normalised).
 
     At most ``max_tiles_per_field`` tiles of a field are kept.
     """
@@ -222,7 +221,21 @@ def field_tiles(
         if max_tiles_per_field is not None and len(tiles) > max_tiles_per_field:
             chosen = np.sort(np.random.default_rng([seed, row]).choice(len(tiles), max_tiles_per_field, replace=False))
             tiles, corners = tiles[chosen], corners[chosen]
-        yield _Tiles(row, normalise(tiles, stats, crops.standardise), corners)
+        yield _Tiles(row, tiles, corners)
+
+
+def field_tiles(
+    fields: pd.DataFrame,
+    stats: ChannelStats,
+    crops: CropConfig,
+    size: int,
+    max_tiles_per_field: int | None,
+    seed: int,
+    progress: bool,
+) -> Iterator[_Tiles]:
+    """The tiles of :func:`raw_field_tiles`, each field's normalised (float32) with ``stats`` as in training."""
+    for item in raw_field_tiles(fields, crops, size, max_tiles_per_field, seed, progress):
+        yield item._replace(tiles=normalise(item.tiles, stats, crops.standardise))
 
 
 def featurise_in_batches(
