@@ -285,11 +285,7 @@ def store_benchmark(
     decode_s = _cpu_seconds(lambda: [tiffs[index] for index in range(decoded)])
     convert_s = _timed(lambda: decodedstore.convert_fields(fields, folder, n_workers, progress=False), 1)
     store = FieldStore(decodedstore.convert_fields(fields, folder, n_workers, progress=False), progress=False)
-    tiff_bytes = sum(
-        path.stat().st_size
-        for row in fields.itertuples()
-        for path in images.channel_paths(row.folder, row.well, row.field)
-    )
+    tiff_bytes = images.tiff_bytes(fields)
     store_bytes = sum(os.path.getsize(path) for path in store.decoded)
     return {
         "fields": float(len(fields)),
