@@ -350,7 +350,7 @@ def load_well_tiles(
     size = model.crops.global_size
     places = [
         (np.full(len(part.corners), part.row), part.corners)
-        for part in embed.raw_field_tiles(fields, model.crops, size, tiles_per_field, seed, progress)
+        for part in embed.field_tiles(fields, None, model.crops, size, tiles_per_field, seed, progress)
     ]
     field_rows = np.concatenate([rows for rows, _ in places]) if places else np.empty(0, dtype=np.int64)
     corners = np.concatenate([corners for _, corners in places]) if places else np.empty((0, 2), dtype=np.int64)

@@ -190,8 +190,9 @@ class _Tiles(NamedTuple):
     corners: np.ndarray
 
 
-def raw_field_tiles(
+def field_tiles(
     fields: pd.DataFrame,
+    stats: ChannelStats | None,
     crops: CropConfig,
     size: int,
     max_tiles_per_field: int | None,
@@ -199,7 +200,8 @@ def raw_field_tiles(
     progress: bool,
 ) -> Iterator[_Tiles]:
     """Read every field of the table (as a :class:`~cellstudy.data.fieldstore.FieldStore` reads it) and yield its
-    filtered tiles as they are in the field (uint16, not normalised).
+    filtered tiles, normalised (float32) with ``stats`` as in training, or as they are in the field (uint16) where
+    ``stats`` is ``None``.
 
     At most ``max_tiles_per_field`` tiles of a field are kept.
     """
@@ -221,21 +223,7 @@ def raw_field_tiles(
         if max_tiles_per_field is not None and len(tiles) > max_tiles_per_field:
             chosen = np.sort(np.random.default_rng([seed, row]).choice(len(tiles), max_tiles_per_field, replace=False))
             tiles, corners = tiles[chosen], corners[chosen]
-        yield _Tiles(row, tiles, corners)
-
-
-def field_tiles(
-    fields: pd.DataFrame,
-    stats: ChannelStats,
-    crops: CropConfig,
-    size: int,
-    max_tiles_per_field: int | None,
-    seed: int,
-    progress: bool,
-) -> Iterator[_Tiles]:
-    """The tiles of :func:`raw_field_tiles`, each field's normalised (float32) with ``stats`` as in training."""
-    for item in raw_field_tiles(fields, crops, size, max_tiles_per_field, seed, progress):
-        yield item._replace(tiles=normalise(item.tiles, stats, crops.standardise))
+        yield _Tiles(row, tiles if stats is None else normalise(tiles, stats, crops.standardise), corners)
 
 
 def featurise_in_batches(
