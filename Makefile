@@ -3,6 +3,7 @@
 #   make reproduce            default run size (fits a 2-core laptop)
 #   make reproduce SIZE=quick      smoke run (minutes)
 #   make reproduce SIZE=full       full CPJUMP1 on GPUs (see README)
+#   make rehearse-full             the full path at quick size against a local Gallery (CPU, minutes)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,18 +21,20 @@ SIZE ?= $(PROFILE)
 # Idle OpenMP threads sleep instead of spinning: with spinning, torch on 2 cores slows ten-fold as soon as
 # another process shares them.
 export OMP_WAIT_POLICY ?= PASSIVE
-BUILD := build
+# BUILD: where the notebooks write; BOOK_OUT: the folder above the built book's _build/.
+BUILD ?= build
+BOOK_OUT ?= book
 EXECUTED_DIR := $(BUILD)/book/notebooks
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED := $(NOTEBOOKS:notebooks/%=$(EXECUTED_DIR)/%)
 PACKAGE := $(shell find cellstudy -name '*.py' -o -name '*.csv')
 BOOK_SOURCES := $(wildcard book/*.md book/*.yml book/*.bib)
-BOOK_HTML := book/_build/html/index.html
+BOOK_HTML := $(BOOK_OUT)/_build/html/index.html
 
-.PHONY: setup test lint lock reproduce notebooks book check-book lab bench clean help
+.PHONY: setup test lint lock reproduce rehearse-full notebooks book check-book lab bench clean help
 
 help:
-	@echo "make setup | test | lint | lock | reproduce [SIZE=quick|default|full] | book | check-book | lab | bench | clean"
+	@echo "make setup | test | lint | lock | reproduce [SIZE=quick|default|full] | rehearse-full | book | check-book | lab | bench | clean"
 
 setup: $(STAMP)
 
@@ -71,7 +74,7 @@ $(BUILD)/run_size: FORCE
 
 $(EXECUTED_DIR)/%.ipynb: notebooks/%.ipynb $(PACKAGE) $(BUILD)/run_size | $(STAMP)
 	@mkdir -p $(EXECUTED_DIR) $(BUILD)/tmp
-	$(PY) -m papermill --cwd notebooks -p run_size $(SIZE) $< $(BUILD)/tmp/$*.ipynb
+	$(PY) -m papermill --cwd notebooks -p run_size $(SIZE) -p build_dir $(abspath $(BUILD)) $< $(BUILD)/tmp/$*.ipynb
 	$(PY) tools/book_cells.py $(BUILD)/tmp/$*.ipynb
 	mv $(BUILD)/tmp/$*.ipynb $@
 
@@ -88,17 +91,23 @@ notebooks: $(EXECUTED)
 
 $(BOOK_HTML): $(EXECUTED) $(BOOK_SOURCES)
 	cp book/*.md book/*.yml book/*.bib $(BUILD)/book/
-	rm -rf book/_build
-	$(VENV)/bin/jupyter-book build $(BUILD)/book --path-output book --warningiserror --keep-going
+	rm -rf $(BOOK_OUT)/_build
+	$(VENV)/bin/jupyter-book build $(BUILD)/book --path-output $(BOOK_OUT) --warningiserror --keep-going
 
 book: $(BOOK_HTML)
 
 check-book: $(BOOK_HTML) | $(STAMP)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null)
-	$(PY) tools/bookcheck.py book/_build/html --screenshots $(BUILD)/screenshots
+	$(PY) tools/bookcheck.py $(BOOK_OUT)/_build/html --screenshots $(BUILD)/screenshots
 
 reproduce: check-book
 	@echo "Book: $(BOOK_HTML)   executed notebooks: $(EXECUTED_DIR)   figures and CSVs: $(BUILD)/figures"
+
+# Every notebook at the full-rehearsal run size (the full path at quick size) against a local S3 server serving
+# a simulated screen in the Cell Painting Gallery's layout, then the book and its check (tools/rehearse_full.py).
+REHEARSAL_BUILD ?= build/rehearsal
+rehearse-full: $(STAMP)
+	$(PY) tools/rehearse_full.py $(REHEARSAL_BUILD)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -109,6 +118,6 @@ bench: $(STAMP)
 	$(PY) tools/bench.py
 
 clean:
-	rm -rf $(BUILD) book/_build
+	rm -rf $(BUILD) $(BOOK_OUT)/_build
 
 FORCE:

@@ -11,6 +11,8 @@ METADATA_PREFIX = "Metadata_"
 # Where a well is
 PLATE = "Metadata_Plate"
 """Plate barcode: the unit of per-plate normalisation."""
+SOURCE_PLATE = "Metadata_source_plate"
+"""The real CPJUMP1 barcode a simulated plate (``SIM_<barcode>``) copies the plate map of."""
 WELL = "Metadata_Well"
 """Well position, e.g. ``A01``."""
 ROW = "Metadata_row"

@@ -46,3 +46,15 @@ def test_store_benchmarks_run_at_a_tiny_size():
         verdicts = [results[f"{method} >= {target:g}/s per core"] for method, target in bench.STORE_TARGETS.items()]
         assert all(value == "met" or value.startswith("MISSED by") for value in verdicts)
     assert plate["fields"] == 3.0 and real["fields"] == 10.0
+
+
+@needs_real_fields
+@needs_shared
+def test_label_efficiency_tile_memory_runs_at_a_tiny_size():
+    results = bench.bench_label_efficiency_tiles(n_fields=2)
+    assert results["fields"] == 2.0 and 2.0 <= results["tiles"] <= 8.0
+    assert results["float32 bytes per tile"] == 5 * 224 * 224 * 4
+    assert results["held bytes per tile"] == 3 * 8  # a field row and a corner, int64
+    assert results["build peak MB"] < results["float32 build peak MB"]
+    assert results["full tiles"] == 4 * results["full CRISPR fields"] > 0
+    assert results["full float32 GB"] == pytest.approx(results["full tiles"] * 5 * 224 * 224 * 4 / 1e9)

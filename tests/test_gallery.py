@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import json
 import re
 import socket
 import threading
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy.data import cpjump1, fieldstore, gallery, published
+from cellstudy.data import cpjump1, fieldstore, gallery, gallery_mirror, published
 from cellstudy.data.images import (
     CHANNELS,
     CPJUMP1_CHANNELS,
@@ -61,18 +60,6 @@ ABSENT_FILE = ("BR00116991", "D14", 2, "RNA")
 """The one channel file of a planted site that is not in the bucket."""
 SHAPE = (24, 32)
 LOOPBACK = "127.0.0.1"
-PUBLIC_READ = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": "*",
-            "Action": ["s3:GetObject", "s3:ListBucket"],
-            "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
-        }
-    ],
-}
-"""Anonymous read, as the Gallery's bucket allows."""
 
 
 def _host(address) -> str:
@@ -207,7 +194,7 @@ def bucket(endpoint, tmp_path_factory) -> dict:
         "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
     )
     client.create_bucket(Bucket=BUCKET)
-    client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(PUBLIC_READ))
+    client.put_bucket_policy(Bucket=BUCKET, Policy=gallery_mirror.public_read_policy(BUCKET))
     uploaded = {}
     for folder in PLATE_FOLDERS.values():
         for path in sorted((source / folder).iterdir()):
@@ -556,3 +543,33 @@ def test_endpoint_comes_from_the_environment(monkeypatch):
     assert gallery.config_from_env() == gallery.GalleryConfig(endpoint_url="http://127.0.0.1:5000")
     monkeypatch.delenv(gallery.ENDPOINT_VARIABLE)
     assert gallery.config_from_env().endpoint_url is None
+
+
+def non_empty_wells(plate: str) -> int:
+    """Wells of ``plate``'s plate map that hold something, read with csv from barcode_platemap.csv and the map: every
+    well of a compound map (a blank sample is DMSO), the wells with a sample of a genetic one."""
+    with open(METADATA / "barcode_platemap.csv", newline="") as handle:
+        name = {row["Assay_Plate_Barcode"]: row["Plate_Map_Name"] for row in csv.DictReader(handle)}[plate]
+    with open(METADATA / f"{name}.tsv", newline="") as handle:
+        samples = [row["broad_sample"].strip() for row in csv.DictReader(handle, delimiter="\t")]
+    return len(samples) if "compound" in name else sum(map(bool, samples))
+
+
+def test_download_plan_counts_fields_images_bytes_and_minutes_per_plate():
+    if not METADATA.is_dir():
+        pytest.skip("shared CPJUMP1 metadata absent")
+    plates, fields, image_bytes = ["BR00116996", "BR00117010", "BR00118039"], [1, 2, 3], 2.0e6
+    plan = gallery.download_plan(plates, fields, image_bytes, metadata_folder=METADATA).set_index("Metadata_Plate")
+    anomalies = recorded_anomalies()
+    assert list(plan.index) == [*plates, "total"]
+    assert list(plan.loc[plates, "Metadata_modality"]) == ["crispr", "compound", "orf"]
+    assert list(plan.loc[plates, "Metadata_anomaly"]) == [anomalies[plate] for plate in plates]
+    expected_fields = [non_empty_wells(plate) * len(fields) for plate in plates]
+    assert list(plan.loc[plates, "fields"]) == expected_fields
+    assert plan.loc["total", "images"] == 5 * sum(expected_fields)
+    gigabytes = plan["images"] * image_bytes / 1e9
+    np.testing.assert_allclose(plan["GB"], gigabytes)
+    np.testing.assert_allclose(plan["minutes at 1 Gbit/s"], gigabytes * 8 / 60)  # 1 Gbit/s: 1/8 GB per second
+    np.testing.assert_allclose(plan["minutes at 100 Mbit/s"], gigabytes * 80 / 60)
+    only = gallery.download_plan(plates[:1], fields, image_bytes, wells=["A01", "B02"], metadata_folder=METADATA)
+    assert list(only["fields"]) == [2 * len(fields)] * 2

@@ -118,6 +118,16 @@ def test_list_fields_one_row_per_field(tmp_path):
     assert set(table["folder"]) == {str(tmp_path)}
 
 
+def test_tiff_bytes_are_the_sizes_of_each_fields_five_channel_files(tmp_path):
+    images.write_field(tmp_path / "a", "B03", 1, random_field(seed=5))
+    images.write_field(tmp_path / "b", "C03", 3, random_field(seed=2), channel_map=images.DAOY_CHANNELS)
+    (tmp_path / "a" / "r02c03f01p01-ch6sk1fk1fl1.tiff").write_bytes(b"brightfield, not counted")
+    table = pd.concat([images.list_fields(tmp_path / "a"), images.list_fields(tmp_path / "b", "daoy")])
+    a = sum(path.stat().st_size for path in (tmp_path / "a").glob("*ch[1-5]*.tiff"))
+    b = sum(path.stat().st_size for path in (tmp_path / "b").glob("*.tiff"))
+    assert images.tiff_bytes(table) == a + b > 0
+
+
 def test_list_fields_names_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         images.list_fields(tmp_path / "nowhere")

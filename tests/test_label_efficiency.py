@@ -2,6 +2,7 @@
 tiles against the embedding stage, fine-tuning, determinism of the whole experiment."""
 
 import math
+import tracemalloc
 from collections import Counter
 
 import numpy as np
@@ -13,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cellstudy.applications import label_efficiency as le
 from cellstudy.columns import N_TILES
+from cellstudy.data.decodedstore import convert_fields
 from cellstudy.models.vit import EncoderConfig, build_encoder
 from cellstudy.profiling import embed
 from cellstudy.profiling.embed import read_fields
@@ -147,11 +149,45 @@ def test_tiles_and_well_embeddings_are_those_of_the_embedding_stage(encoder_path
         loaded.wells, le.tile_embeddings(model, loaded.tiles, batch_size=7, progress=False), loaded.well_index
     )
     expected = embed.embed(model, fields, max_tiles_per_field=3, seed=4, progress=False)
-    assert loaded.tiles.shape[1:] == (5, TILE, TILE)
+    assert loaded.tiles[:2].shape == (2, 5, TILE, TILE)
     assert np.array_equal(np.bincount(loaded.well_index), expected[N_TILES])
     columns = [c for c in expected.columns if c.startswith(embed.EMBEDDING_PREFIX)]
     np.testing.assert_allclose(mine[columns], expected[columns], rtol=1e-5, atol=1e-6)
     assert mine["Metadata_Well"].tolist() == expected["Metadata_Well"].tolist()
+
+
+def test_tiles_are_held_as_places_and_normalised_a_batch_at_a_time(encoder_path, screen, tmp_path):
+    """A batch equals the embedding stage's normalised tiles bit for bit, from the TIFFs and from the decoded store;
+    the set itself holds a few integers per tile, not the float32 pixels."""
+    fields = screen.field_table().head(8)
+    model = load_encoder(encoder_path)
+    expected = np.concatenate(
+        [part.tiles for part in embed.field_tiles(fields, model.stats, model.crops, TILE, 3, 4, progress=False)]
+    )
+    decoded = convert_fields(fields, tmp_path / "decoded", 1, progress=False)
+    rows = np.random.default_rng(0).permutation(len(expected))[:7]
+    for table in (fields, decoded):
+        tiles = le.load_well_tiles(table, model, tiles_per_field=3, seed=4, progress=False).tiles
+        assert len(tiles) == len(expected)
+        everything = tiles[np.arange(len(tiles))]
+        assert everything.dtype == np.float32 and np.array_equal(everything, expected)
+        assert np.array_equal(tiles[rows], expected[rows]) and np.array_equal(tiles[2:5], expected[2:5])
+        assert tiles.raw(rows).dtype == np.uint16
+        assert tiles.nbytes <= 3 * 8 * len(tiles) < expected[0].nbytes
+
+
+def test_building_the_tiles_costs_far_less_memory_than_holding_them_as_float32(encoder_path, screen):
+    """The peak of building the tile set of a screen stays under half of its float32 tiles (holding them, and
+    concatenating the fields' parts, took twice their size)."""
+    model = load_encoder(encoder_path)
+    tracemalloc.start()
+    try:
+        tiles = le.load_well_tiles(screen.field_table(), model, progress=False).tiles
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    float32_bytes = len(tiles) * 5 * TILE * TILE * 4
+    assert len(tiles) > 500 and peak < float32_bytes / 2
 
 
 def test_well_logits_are_the_mean_of_each_wells_tile_logits():

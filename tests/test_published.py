@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellstudy.data import cpjump1, published
+from cellstudy.data import cpjump1, gallery_mirror, published
 from cellstudy.evaluation import retrieval
 from cellstudy.profiling import profiles
 
@@ -30,22 +30,6 @@ FEATURES = [
     "Nuclei_Texture_AngularSecondMoment_DNA_5_00_256",
 ]
 FAST = retrieval.MapSettings(null_size=500)
-
-
-def published_metadata(wells: pd.DataFrame) -> pd.DataFrame:
-    """Metadata as the published files carry it: no broad_sample for DMSO and empty wells, no cell type or time."""
-    solvent_or_empty = wells["Metadata_broad_sample"].isin(["DMSO", cpjump1.EMPTY_WELL])
-    return pd.DataFrame(
-        {
-            "Metadata_Plate": wells["Metadata_Plate"],
-            "Metadata_Well": wells["Metadata_Well"],
-            "Metadata_Assay_Plate_Barcode": wells["Metadata_Plate"],
-            "Metadata_broad_sample": wells["Metadata_broad_sample"].mask(solvent_or_empty),
-            "Metadata_pert_type": wells["Metadata_pert_type"].mask(wells["Metadata_pert_type"] == "empty"),
-            "Metadata_control_type": wells["Metadata_control_type"],
-            "Metadata_target": wells["Metadata_target_list"].str.split("|").str[0],
-        }
-    )
 
 
 def planted_features(wells: pd.DataFrame, seed: int = 0) -> np.ndarray:
@@ -83,7 +67,7 @@ def written(tmp_path_factory, design) -> tuple[Path, pd.DataFrame]:
     """Published-format files of four plates; returns the folder and what was written."""
     folder = tmp_path_factory.mktemp("profiles") / cpjump1.PAPER_BATCH
     values = pd.DataFrame(planted_features(design), columns=FEATURES, index=design.index)
-    table = pd.concat([published_metadata(design), values], axis=1)
+    table = pd.concat([gallery_mirror.published_metadata(design), values], axis=1)
     for plate, rows in table.groupby("Metadata_Plate"):
         write_plate(folder, plate, rows)
     return folder, table

@@ -16,7 +16,7 @@ from cellstudy.evaluation.retrieval import MapSettings
 SETTINGS = MapSettings(null_size=2000)
 
 
-def test_one_more_control_is_a_copy_or_the_median_of_its_plate():
+def test_one_more_control_is_a_copy_of_a_control_of_its_plate_or_of_another_plate():
     profiles = compound_screen(0, n_negcon=30, n_features=6)
     controls = profiles[(profiles["Metadata_Plate"] == "P0") & profiles["Metadata_negcon"]]
     duplicated = stability.with_one_more_control(profiles, "duplicated control")
@@ -25,12 +25,24 @@ def test_one_more_control_is_a_copy_or_the_median_of_its_plate():
     extra = duplicated.iloc[-1]
     assert extra["Metadata_Well"] == controls.iloc[0]["Metadata_Well"] + "+" and extra["Metadata_negcon"]
     np.testing.assert_array_equal(extra[[f"f{i}" for i in range(6)]], controls.iloc[0][[f"f{i}" for i in range(6)]])
-    np.testing.assert_allclose(
-        added.iloc[-1][[f"f{i}" for i in range(6)]].to_numpy(dtype=float),
-        np.median(controls[[f"f{i}" for i in range(6)]].to_numpy(), axis=0),
-    )
+    other = profiles[(profiles["Metadata_Plate"] != "P0") & profiles["Metadata_negcon"]].iloc[0]
+    assert added.iloc[-1]["Metadata_Plate"] == "P0" and added.iloc[-1]["Metadata_Well"] == other["Metadata_Well"] + "+"
+    np.testing.assert_array_equal(added.iloc[-1][[f"f{i}" for i in range(6)]], other[[f"f{i}" for i in range(6)]])
     with pytest.raises(ValueError, match="change must be"):
         stability.with_one_more_control(profiles, "removed control")
+    with pytest.raises(ValueError, match="no other plate of the condition of plate P0"):
+        stability.with_one_more_control(profiles[profiles["Metadata_Plate"] == "P0"], "added control")
+
+
+def test_an_added_control_of_robustized_profiles_is_not_at_the_origin():
+    """A well at the median of controls robustized to those controls would be all zero (and unscorable)."""
+    profiles = compound_screen(2, n_negcon=4, n_features=6)
+    features = [f"f{i}" for i in range(6)]
+    controls = profiles[profiles["Metadata_negcon"]]
+    medians = controls.groupby("Metadata_Plate")[features].transform("median")
+    profiles.loc[controls.index, features] = controls[features] - medians  # each plate's control median is 0
+    added = stability.with_one_more_control(profiles, "added control").iloc[-1]
+    assert np.abs(added[features].to_numpy(dtype=float)).sum() > 0
 
 
 def test_seed_spread_is_each_seed_scored_on_its_own():

@@ -42,7 +42,7 @@ def test_every_run_size_has_a_simulation_and_quick_is_smaller():
     assert QUICK.simulation.image_size < DEFAULT.simulation.image_size
     assert QUICK.simulation.n_genes < DEFAULT.simulation.n_genes
     assert DEFAULT.simulation == simulate.SimulationConfig()
-    assert set(runsize.RUN_SIZES) == {"quick", "default", "full"}
+    assert set(runsize.RUN_SIZES) == {"quick", "default", "full", "full-rehearsal"}
 
 
 def test_unknown_run_size_is_named():
@@ -229,14 +229,20 @@ def test_tables_are_saved_atomically_under_the_notebooks_results(tmp_path):
         study.read_result("05_embedding", "profiles_overview")
 
 
-def test_simulated_profiles_screen_the_simulated_fields_through_the_decoded_store(tmp_path):
-    study = study_of("quick", tmp_path, simulation=TINY)
-    table = study.screen_fields(progress=False)
+@pytest.mark.parametrize("size", ["quick", "full"])
+def test_simulated_profiles_screen_the_simulated_fields_through_the_decoded_store(tmp_path, size):
+    """The quick study's screen; the simulated benchmark's fields of the full study, whose screen is the Gallery's."""
+    study = study_of(size, tmp_path, simulation=TINY)
+    table = (
+        study.screen_fields(progress=False)
+        if size == "quick"
+        else study.simulated_fields(study.simulated_screen(False))
+    )
     loaded = simulate.SimulationResult.load(study.simulation_dir).field_table()
     pd.testing.assert_frame_equal(
         table.drop(columns=DECODED_FIELD), loaded, check_dtype=False
     )  # a fresh screen's empty columns are str
-    assert all(path.startswith(str(study.decoded_dir)) for path in table[DECODED_FIELD])
+    assert all(path.startswith(str(tmp_path / "simulated" / "decoded")) for path in table[DECODED_FIELD])
     from_store, _ = embed.read_fields(table, progress=False)
     from_tiffs = [read_field(row.folder, row.well, row.field) for row in loaded.itertuples()]
     assert [image.tobytes() for image in from_store] == [image.tobytes() for image in from_tiffs]
@@ -277,6 +283,8 @@ def test_full_screen_is_downloaded_from_the_configured_endpoint_then_loaded(tmp_
 def test_full_run_size_reads_published_classical_profiles_and_has_no_oracle(tmp_path):
     assert study_of("default", tmp_path).classical_wells_path() == tmp_path / "simulated" / "classical_wells.csv"
     assert study_of("full", tmp_path).classical_wells_path() == tmp_path / "gallery" / "classical_wells.csv"
+    simulated = tmp_path / "simulated" / "classical_wells.csv"  # the simulated benchmark's, at every size
+    assert study_of("full", tmp_path).classical_wells_path(simulated=True) == simulated
     assert study_of("quick").methods() == list(study_module.PROFILING_METHODS)
     assert study_of("full").methods() == [m for m in study_module.PROFILING_METHODS if m != "oracle"]
     assert study_of("quick", planted_truth=False).methods() == study_of("full").methods()
@@ -300,17 +308,21 @@ def test_full_run_size_pretrains_from_disk_as_the_default_does_in_memory(tmp_pat
     assert all(torch.equal(weights["full"][name], tensor) for name, tensor in weights["default"].items())
 
 
-def test_full_run_size_on_several_gpus_runs_torchrun_on_the_training_table(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("size", "gpus", "processes"), [("full", 4, 4), ("full-rehearsal", 0, 2)])
+def test_full_run_size_on_several_gpus_runs_torchrun_on_the_training_table(
+    tmp_path, monkeypatch, size, gpus, processes
+):
+    """One process per GPU; the rehearsal's two CPU processes without a GPU."""
     table = pd.DataFrame({"folder": [str(tmp_path / "P1")] * 2, "well": ["A01", "B02"], "field": [1, 1]})
     calls = []
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(
         study_module.distributed, "torchrun_train", lambda *args, **options: calls.append((args, options))
     )
     monkeypatch.setattr(study_module.train, "load_encoder", lambda path: type("Encoder", (), {"step": 7}))
     config = train.default_config("mae", "cpu")
-    assert study_of("full").pretrain(config, table, tmp_path / "model") == 7
+    assert study_of(size).pretrain(config, table, tmp_path / "model") == 7
     (used_config, table_path, model_dir, n_processes), options = calls[0]
-    assert (used_config, model_dir, n_processes, options) == (config, tmp_path / "model", 4, {"resume": False})
+    assert (used_config, model_dir, n_processes, options) == (config, tmp_path / "model", processes, {"resume": False})
     written = read_field_table(table_path)[["folder", "well", "field"]]
     pd.testing.assert_frame_equal(written.assign(folder=written["folder"].map(os.path.normpath)), table)

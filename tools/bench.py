@@ -16,6 +16,7 @@ import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -39,8 +40,9 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cellstudy.applications import label_efficiency
 from cellstudy.columns import MODALITY, NEGCON, PERT_TYPE, PLATE, SAMPLE, TARGET_LIST
-from cellstudy.data import cpjump1, decodedstore, images, sources
+from cellstudy.data import cpjump1, decodedstore, gallery, images, sources
 from cellstudy.data.fieldstore import FieldStore
 from cellstudy.evaluation.retrieval import (
     MapSettings,
@@ -50,9 +52,10 @@ from cellstudy.evaluation.retrieval import (
 )
 from cellstudy.features import classical, segmentation
 from cellstudy.parallel import map_with_progress
+from cellstudy.profiling import embed
 from cellstudy.profiling.profiles import consensus
 from cellstudy.simulation import simulate
-from cellstudy.study import Study
+from cellstudy.study import Study, runsize
 from cellstudy.training import train
 from cellstudy.training.crops import CropDataset, compute_channel_stats, crop_loader
 
@@ -282,11 +285,7 @@ def store_benchmark(
     decode_s = _cpu_seconds(lambda: [tiffs[index] for index in range(decoded)])
     convert_s = _timed(lambda: decodedstore.convert_fields(fields, folder, n_workers, progress=False), 1)
     store = FieldStore(decodedstore.convert_fields(fields, folder, n_workers, progress=False), progress=False)
-    tiff_bytes = sum(
-        path.stat().st_size
-        for row in fields.itertuples()
-        for path in images.channel_paths(row.folder, row.well, row.field)
-    )
+    tiff_bytes = images.tiff_bytes(fields)
     store_bytes = sum(os.path.getsize(path) for path in store.decoded)
     return {
         "fields": float(len(fields)),
@@ -314,6 +313,84 @@ def bench_store_plate(
         fields = synthetic_plate(os.path.join(folder, "BR00000000"), n_fields)
         samples = samples or {"mae": (400, 30), "dino": (100, 20)}
         return store_benchmark(fields, os.path.join(folder, "decoded"), decoded, samples)
+
+
+def _traced_peak(function: Callable[[], object]) -> tuple[object, int]:
+    """What ``function`` returns, and the peak bytes allocated while it ran (``tracemalloc``: numpy's and Python's
+    allocations; pages of memory-mapped files are not allocations and do not count).
+    """
+    tracemalloc.start()
+    try:
+        result = function()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def full_crispr_fields() -> int:
+    """Fields of the ``full`` run size's CRISPR plates (the fields label efficiency reads), counted from the design."""
+    selection = runsize.FULL.gallery
+    table = gallery.screen_field_table(selection.plates, "gallery", selection.fields, selection.wells)
+    return int((table[MODALITY] == "crispr").sum())
+
+
+def tile_memory(fields: pd.DataFrame, full_fields: int) -> Result:
+    """Memory of label efficiency's tiles of ``fields`` (a decoded field table of 1080 x 1080 fields), with the
+    ``full`` run size's crops (224 px) and tiles per field, held as float32 (the former way) and as places
+    (:class:`cellstudy.applications.label_efficiency.TileSet`), extrapolated to ``full_fields`` fields.
+
+    Peaks are :func:`_traced_peak`'s. The float32 set is extrapolated in proportion to its tiles; the tile set's
+    building peak as ``peak(N) + (F - N) * slope``, with ``F = full_fields``, ``N`` the fields here and the slope
+    per field between the peaks of the first ``N // 2`` and of all ``N`` fields.
+    """
+    study = Study.create("full")
+    crops = study.training_config("mae").crops
+    config = study.label_efficiency_config()
+    stats = compute_channel_stats(FieldStore(fields, progress=False), crops.transform)
+    model = train.PretrainedEncoder(None, stats, crops, "mae", 0)
+    per_field = config.tiles_per_field
+
+    def load(table: pd.DataFrame) -> label_efficiency.TileSet:
+        return label_efficiency.load_well_tiles(table, model, per_field, config.tile_seed, progress=False).tiles
+
+    float32, float32_peak = _traced_peak(
+        lambda: np.concatenate(
+            [part.tiles for part in embed.field_tiles(fields, stats, crops, crops.global_size, per_field, 0, False)]
+        )
+    )
+    half = len(fields) // 2
+    _, half_peak = _traced_peak(lambda: load(fields.head(half)))
+    tiles, peak = _traced_peak(lambda: load(fields))
+    _, batch_peak = _traced_peak(lambda: tiles[np.arange(min(len(tiles), config.fine_tuning.batch_size))])
+    _, embed_batch_peak = _traced_peak(lambda: tiles[np.arange(min(len(tiles), config.embed_batch_size))])
+    full_tiles = full_fields * per_field
+    slope = (peak - half_peak) / (len(fields) - half)
+    return {
+        "fields": float(len(fields)),
+        "tiles": float(len(tiles)),
+        "float32 bytes per tile": float32.nbytes / len(float32),
+        "held bytes per tile": tiles.nbytes / len(tiles),
+        "float32 build peak MB": float32_peak / 1e6,
+        "build peak MB": peak / 1e6,
+        f"batch of {config.fine_tuning.batch_size} peak MB": batch_peak / 1e6,
+        f"batch of {config.embed_batch_size} peak MB": embed_batch_peak / 1e6,
+        "full CRISPR fields": float(full_fields),
+        "full tiles": float(full_tiles),
+        "full float32 GB": full_tiles * float32.nbytes / len(float32) / 1e9,
+        "full float32 build peak GB": full_tiles * float32_peak / len(float32) / 1e9,
+        "full held MB": full_tiles * tiles.nbytes / len(tiles) / 1e6,
+        "full build peak MB": (peak + (full_fields - len(fields)) * slope) / 1e6,
+    }
+
+
+def bench_label_efficiency_tiles(n_fields: int = 40) -> Result:
+    """Label efficiency's tile memory (:func:`tile_memory`) on a decoded synthetic plate of ``n_fields`` fields
+    (:func:`synthetic_plate`), extrapolated to the ``full`` run size's CRISPR fields (:func:`full_crispr_fields`).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        fields = synthetic_plate(os.path.join(folder, "BR00000000"), n_fields)
+        decoded = decodedstore.convert_fields(fields, os.path.join(folder, "decoded"), 2, progress=False)
+        return tile_memory(decoded, full_crispr_fields())
 
 
 BENCH_SCREEN = replace(simulate.SimulationConfig(), n_genes=4, n_replicate_plates=2, negcon_wells_per_plate=4)
@@ -445,6 +522,7 @@ BENCHMARKS: dict[str, Callable[[], Result]] = {
     "loader": bench_loader,
     "store_real": bench_store_real,
     "store_plate": bench_store_plate,
+    "label_efficiency_tiles": bench_label_efficiency_tiles,
     "simulated_screen": bench_simulated_screen,
     "retrieval_scale": bench_retrieval_scale,
 }

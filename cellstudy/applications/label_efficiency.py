@@ -25,8 +25,10 @@ perturbation, ``Metadata_broad_sample``), with and without self-supervised pre-t
 4. **Scores** on the test wells: accuracy and macro-F1 (scikit-learn).
 
 Tiles are those of the embedding stage (:mod:`cellstudy.profiling.embed`: the encoder's crop size, the cell-content
-filter, normalised as in pre-training), drawn once and shared by both regimes. Runs whose training wells
-are identical (coinciding fractions) are computed once. Same seeds, same numbers.
+filter, normalised as in pre-training), drawn once and shared by both regimes. They are held as their places in
+the fields (:class:`TileSet`) and read, and normalised to float32, a batch at a time: memory grows with the batch,
+not with the screen (float32 tiles of the ``full`` run size's CRISPR plates would take about 24 GB). Runs whose
+training wells are identical (coinciding fractions) are computed once. Same seeds, same numbers.
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ from torch import nn
 from tqdm import tqdm
 
 from cellstudy.columns import GENE, MODALITY, NEGCON, PLATE
-from cellstudy.data.fieldstore import FIELD_KEY
+from cellstudy.data.fieldstore import FIELD_KEY, FieldStore
+from cellstudy.data.images import CHANNELS
 from cellstudy.evaluation.probe import CONDITION, PER_PLATE
 from cellstudy.models.vit import ViTEncoder
 from cellstudy.profiling import embed
 from cellstudy.profiling.profiles import PostProcessing, metadata_columns, postprocess
+from cellstudy.training.crops import ChannelStats, normalise
 from cellstudy.training.train import (
     PretrainedEncoder,
     cosine_schedule,
@@ -243,21 +247,84 @@ def label_subsample(labels: Sequence, fraction: float, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------- tiles and embeddings
 
 
+class TileSet:
+    """Tiles of a field table, held as their places in its fields and read a batch at a time.
+
+    ``tiles[rows]`` (an index array, a slice or an integer) cuts the tiles out of their fields, read as a
+    :class:`~cellstudy.data.fieldstore.FieldStore` reads them (memory-mapped from the decoded field store where the
+    table names decoded files, else decoded from the TIFFs), each field once per call, and returns them normalised
+    as the encoder's pre-training normalised its crops: ``(B, C, size, size)`` float32, equal to the tiles of
+    :func:`cellstudy.profiling.embed.field_tiles` bit for bit. Only the places are kept (:attr:`nbytes`), so the
+    memory of a batch is the batch's, whatever the number of tiles.
+
+    Parameters
+    ----------
+    fields
+        The field table the tiles are cut from.
+    field_rows, corners
+        ``(N,)`` row of ``fields`` and ``(N, 2)`` top-left corner (y, x) of each tile.
+    size
+        Tile side in pixels.
+    stats, standardise
+        Normalisation (:func:`cellstudy.training.crops.normalise`).
+    """
+
+    def __init__(
+        self,
+        fields: pd.DataFrame,
+        field_rows: np.ndarray,
+        corners: np.ndarray,
+        size: int,
+        stats: ChannelStats,
+        standardise: str,
+    ) -> None:
+        self.store = FieldStore(fields, progress=False)
+        self.field_rows = np.asarray(field_rows, dtype=np.int64)
+        self.corners = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
+        if len(self.corners) != len(self.field_rows):
+            raise ValueError(f"{len(self.field_rows)} field rows but {len(self.corners)} corners")
+        self.size, self.stats, self.standardise = size, stats, standardise
+
+    def __len__(self) -> int:
+        return len(self.field_rows)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tiles' places: what the set holds, whatever the tiles' size."""
+        return self.field_rows.nbytes + self.corners.nbytes
+
+    def raw(self, rows: np.ndarray | slice | int) -> np.ndarray:
+        """The tiles ``rows`` as they are in their fields: ``(B, 5, size, size)`` uint16."""
+        rows = np.atleast_1d(np.arange(len(self))[rows])
+        field_rows = self.field_rows[rows]
+        out = np.empty((len(rows), len(CHANNELS), self.size, self.size), dtype=np.uint16)
+        for field_row in np.unique(field_rows):
+            image = self.store[int(field_row)]
+            for position in np.flatnonzero(field_rows == field_row):
+                top, left = self.corners[rows[position]]
+                out[position] = image[:, top : top + self.size, left : left + self.size]
+        return out
+
+    def __getitem__(self, rows: np.ndarray | slice | int) -> np.ndarray:
+        """The tiles ``rows``, normalised: ``(B, C, size, size)`` float32."""
+        return normalise(self.raw(rows), self.stats, self.standardise)
+
+
 class WellTiles(NamedTuple):
-    """The normalised tiles of a set of wells.
+    """The tiles of a set of wells.
 
     Attributes
     ----------
     wells
         One row per well (a (folder, well) pair, in order of first appearance): its ``Metadata_*`` columns.
     tiles
-        ``(N, C, s, s)`` float32 tiles, normalised as in the encoder's pre-training.
+        The ``N`` tiles, read and normalised as in the encoder's pre-training a batch at a time (:class:`TileSet`).
     well_index
         ``(N,)`` row of ``wells`` each tile comes from.
     """
 
     wells: pd.DataFrame
-    tiles: np.ndarray
+    tiles: TileSet
     well_index: np.ndarray
 
 
@@ -272,35 +339,42 @@ def load_well_tiles(
 
     ``fields`` has ``folder``, ``well``, ``field``, ``Metadata_*`` and optionally :data:`cellstudy.data.images.LAYOUT`
     columns; ``tiles_per_field`` and ``seed`` are :func:`~cellstudy.profiling.embed.embed_fields`'
-    ``max_tiles_per_field`` and ``seed``.
+    ``max_tiles_per_field`` and ``seed``. Each field is read once here, to find its tiles; only their places are
+    kept (:class:`TileSet`).
     """
     missing = sorted(set(FIELD_KEY) - set(fields.columns))
     if missing:
         raise ValueError(f"field table lacks column(s) {missing}")
     fields = fields.reset_index(drop=True)
     field_wells = fields.groupby(["folder", "well"], sort=False).ngroup().to_numpy()
-    parts = list(
-        embed.field_tiles(fields, model.stats, model.crops, model.crops.global_size, tiles_per_field, seed, progress)
-    )
+    size = model.crops.global_size
+    places = [
+        (np.full(len(part.corners), part.row), part.corners)
+        for part in embed.field_tiles(fields, None, model.crops, size, tiles_per_field, seed, progress)
+    ]
+    field_rows = np.concatenate([rows for rows, _ in places]) if places else np.empty(0, dtype=np.int64)
+    corners = np.concatenate([corners for _, corners in places]) if places else np.empty((0, 2), dtype=np.int64)
+    tiles = TileSet(fields, field_rows, corners, size, model.stats, model.crops.standardise)
     wells = fields.drop_duplicates(["folder", "well"])[metadata_columns(fields)].reset_index(drop=True)
-    well_index = np.concatenate([np.full(len(part.tiles), field_wells[part.row]) for part in parts])
-    return WellTiles(wells, np.concatenate([part.tiles for part in parts]), well_index)
+    return WellTiles(wells, tiles, field_wells[tiles.field_rows])
 
 
 def tile_embeddings(
     model: PretrainedEncoder,
-    tiles: np.ndarray,
+    tiles: np.ndarray | TileSet,
     pooling: str | None = None,
     batch_size: int = 256,
     progress: bool = True,
 ) -> np.ndarray:
-    """Frozen-encoder features ``(N, D)`` of normalised tiles (pooling: :data:`cellstudy.profiling.embed.DEFAULT_POOLING`)."""
+    """Frozen-encoder features ``(N, D)`` of normalised tiles (pooling: :data:`cellstudy.profiling.embed.DEFAULT_POOLING`),
+    ``batch_size`` tiles read at a time.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     featuriser = embed.encoder_featuriser(model.encoder, pooling or embed.DEFAULT_POOLING[model.method])
-    batches = embed.featurise_in_batches([tiles], featuriser.features, batch_size)
-    total = math.ceil(len(tiles) / batch_size)
-    return np.concatenate(
-        list(tqdm(batches, total=total, desc="embedding tiles", unit="batch", leave=False, disable=not progress))
-    )
+    starts = range(0, len(tiles), batch_size)
+    batches = tqdm(starts, desc="embedding tiles", unit="batch", leave=False, disable=not progress)
+    return np.concatenate([featuriser.features(tiles[start : start + batch_size]) for start in batches])
 
 
 def well_profiles(wells: pd.DataFrame, features: np.ndarray, well_index: np.ndarray) -> pd.DataFrame:
@@ -363,7 +437,7 @@ def batch_order(n: int, steps: int, batch_size: int, rng: np.random.Generator) -
 
 def fine_tune(
     encoder: ViTEncoder,
-    tiles: np.ndarray,
+    tiles: np.ndarray | TileSet,
     labels: np.ndarray,
     n_classes: int,
     pooling: str,
@@ -379,10 +453,11 @@ def fine_tune(
     encoder
         Starting weights (left unchanged).
     tiles, labels
-        ``(N, C, s, s)`` normalised tiles and the class codes in ``[0, n_classes)`` of the tiles trained on.
+        ``(N, C, s, s)`` normalised tiles (an array, or a :class:`TileSet` that reads them a batch at a time) and
+        the class codes in ``[0, n_classes)`` of the tiles trained on.
     rows
         The tiles trained on, as rows of ``tiles`` (default: all), read a batch at a time so that a subset
-        of a large tile array is never copied whole.
+        of the tiles is never copied whole.
     pooling
         Token pooling the head reads (:data:`cellstudy.profiling.embed.POOLINGS`).
     config
@@ -428,15 +503,15 @@ def _copy_encoder(encoder: ViTEncoder, device: torch.device) -> ViTEncoder:
 @torch.inference_mode()
 def well_logits(
     classifier: TileClassifier,
-    tiles: np.ndarray,
+    tiles: np.ndarray | TileSet,
     well_index: np.ndarray,
     n_wells: int,
     batch_size: int = 256,
     rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(n_wells, n_classes)`` mean logits of each well's tiles (``well_index``: the well of each tile scored), the
-    classifier run on its own device; ``rows``: the tiles scored, as rows of ``tiles`` (default: all), read a
-    batch at a time.
+    classifier run on its own device; ``tiles``: an array or a :class:`TileSet`; ``rows``: the tiles scored, as rows
+    of ``tiles`` (default: all), read a batch at a time.
     """
     device = classifier.head.weight.device
     rows = np.arange(len(tiles)) if rows is None else rows
@@ -604,8 +679,7 @@ def _fine_tune_scores(
 ) -> dict[str, float]:
     """Fine-tune on the tiles of the ``train`` wells (codes: their class codes), score the ``test`` wells.
 
-    Both read their tiles from ``loaded.tiles`` by row, a batch at a time: copying the train and test subsets
-    would double the memory of the tiles (about 24 GB of CRISPR tiles in the ``full`` run size).
+    Both read their tiles from ``loaded.tiles`` by row, a batch at a time (:class:`TileSet`).
     """
     code_of_well = np.full(len(loaded.wells), -1)
     code_of_well[train] = codes

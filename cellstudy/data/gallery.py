@@ -74,7 +74,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
-from cellstudy.columns import ANOMALY, PERT_TYPE, PLATE, WELL
+from cellstudy.columns import ANOMALY, CELL_TYPE, MODALITY, PERT_TYPE, PLATE, TIMEPOINT, WELL
 from cellstudy.data import cpjump1
 from cellstudy.data.cpjump1 import PAPER_BATCH
 from cellstudy.data.fieldstore import FIELD_KEY, read_field_table, write_field_table
@@ -547,6 +547,47 @@ def screen_field_table(
         well=repeated[WELL],
         field=np.tile(numbers, len(design)),
     )
+
+
+BANDWIDTHS = {"100 Mbit/s": 100e6 / 8, "1 Gbit/s": 1e9 / 8}
+"""Sustained download rates (bytes per second, by name) of :func:`download_plan`'s minutes."""
+
+
+def download_plan(
+    plates: Sequence[str],
+    fields: Sequence[int],
+    image_bytes: float,
+    wells: Sequence[str] | None = None,
+    metadata_folder: str | os.PathLike | None = None,
+    bandwidths: Mapping[str, float] = BANDWIDTHS,
+) -> pd.DataFrame:
+    """What downloading a screen of ``plates`` takes, per plate and in total, from the design alone (no download).
+
+    Per plate (in the order of ``plates``): its modality, cell type, time point and staining anomaly
+    (:func:`cellstudy.data.cpjump1.plate_anomalies`), the ``fields`` selected of its non-empty wells (optionally
+    only ``wells``; :func:`screen_field_table`), the images (five Cell Painting channels per field: the
+    brightfield planes are not downloaded), ``GB`` (images × ``image_bytes``, the mean size of one channel TIFF,
+    e.g. measured with :func:`cellstudy.data.images.tiff_bytes`) and the minutes at each of ``bandwidths``
+    (``minutes at <name>``). The last row, ``total``, sums the counts, bytes and minutes. The Gallery may lack
+    some of these fields (:func:`download_screen` skips them), so the counts are upper bounds.
+    """
+    table = screen_field_table(plates, ".", fields, wells, metadata_folder)
+    plan = (
+        table.groupby(PLATE, sort=False)
+        .agg(
+            **{column: (column, "first") for column in (MODALITY, CELL_TYPE, TIMEPOINT, ANOMALY)},
+            fields=("field", "size"),
+        )
+        .reindex(list(dict.fromkeys(plates)))
+        .reset_index()
+    )
+    plan["images"] = plan["fields"] * len(CHANNELS)
+    total = plan[["fields", "images"]].sum().to_frame().T.assign(**{PLATE: "total"})
+    plan = pd.concat([plan, total], ignore_index=True).astype({TIMEPOINT: "Int64", "fields": int, "images": int})
+    plan["GB"] = plan["images"] * image_bytes / 1e9
+    for name, rate in bandwidths.items():
+        plan[f"minutes at {name}"] = plan["images"] * image_bytes / rate / 60
+    return plan
 
 
 def _wanted_images(table: pd.DataFrame, stains: Sequence[str]) -> pd.DataFrame:

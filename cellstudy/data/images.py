@@ -154,6 +154,18 @@ def with_layout(fields: pd.DataFrame, layout: str) -> pd.DataFrame:
     return fields if layout == DEFAULT_LAYOUT else fields.assign(**{LAYOUT: layout})
 
 
+def tiff_bytes(fields: pd.DataFrame) -> int:
+    """Bytes on disk of the five channel TIFFs of every row of a field table (``folder``, ``well``, ``field``), each
+    row in its channel layout (:func:`field_channel_maps`).
+    """
+    rows = fields[["folder", "well", "field"]].itertuples(index=False)
+    return sum(
+        path.stat().st_size
+        for (folder, well, field), channel_map in zip(rows, field_channel_maps(fields))
+        for path in channel_paths(folder, well, int(field), channel_map)
+    )
+
+
 def list_fields(folder: str | os.PathLike, layout: str = DEFAULT_LAYOUT) -> pd.DataFrame:
     """One row per field of view found in ``folder``, a field table of channel layout ``layout``.
 

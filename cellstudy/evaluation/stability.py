@@ -5,7 +5,7 @@ A fraction retrieved is only worth reading to the precision its Monte-Carlo null
 rescores the same queries (:func:`cellstudy.evaluation.retrieval.queries_on_every_perturbation`, so every seed
 tests the same units) with :data:`N_SEEDS` seeds. A valid, stable test must not move by more than that spread
 when the table changes in a way that should not matter: :func:`with_one_more_control` duplicates a control well,
-or adds one at the median of its plate's controls, and :func:`control_well_shift` scores the tables.
+or adds a control well of another plate to it, and :func:`control_well_shift` scores the tables.
 """
 
 from __future__ import annotations
@@ -13,13 +13,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
-from cellstudy.columns import NEGCON, PLATE, REPLICATE_RETRIEVAL, SUMMARY_COLUMNS, TASK, WELL
+from cellstudy.columns import (
+    CELL_TYPE,
+    MODALITY,
+    NEGCON,
+    PLATE,
+    REPLICATE_RETRIEVAL,
+    SUMMARY_COLUMNS,
+    TASK,
+    TIMEPOINT,
+    WELL,
+)
 from cellstudy.evaluation import retrieval
 from cellstudy.evaluation.retrieval import MapSettings, fraction_retrieved
-from cellstudy.profiling.profiles import feature_columns
 
 N_SEEDS = 10
 """Null seeds per group in :func:`seed_spread`."""
@@ -67,8 +75,12 @@ def spread_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_one_more_control(profiles: pd.DataFrame, change: str) -> pd.DataFrame:
-    """``profiles`` with one more control well on the first plate: a copy of its first control well
-    (``"duplicated control"``) or a well at the median of its controls (``"added control"``), named ``<well>+``.
+    """``profiles`` with one more control well on the first plate, named ``<well>+``: a copy of its first control
+    well (``"duplicated control"``), or of the first control well of another plate of the same cell type,
+    modality and time point (``"added control"``: a distinct real control profile).
+
+    Not a well at the median of the controls: post-processed profiles are robustized to their plate's controls,
+    so that well would sit at the origin, where cosine similarity is undefined.
     """
     if change not in CONTROL_CHANGES:
         raise ValueError(f"change must be one of {CONTROL_CHANGES}, got {change!r}")
@@ -76,10 +88,14 @@ def with_one_more_control(profiles: pd.DataFrame, change: str) -> pd.DataFrame:
     controls = profiles[(profiles[PLATE] == plate) & profiles[NEGCON]]
     if controls.empty:
         raise ValueError(f"plate {plate} has no control well to copy")
-    extra = controls.iloc[[0]].copy()
+    source = controls
     if change == "added control":
-        features = feature_columns(profiles)
-        extra[features] = np.median(controls[features].to_numpy(dtype=float), axis=0)
+        condition = [column for column in (CELL_TYPE, MODALITY, TIMEPOINT) if column in profiles]
+        same = (profiles[condition] == controls.iloc[0][condition]).all(axis=1)
+        source = profiles[(profiles[PLATE] != plate) & profiles[NEGCON] & same]
+        if source.empty:
+            raise ValueError(f"no other plate of the condition of plate {plate} has a control well to add to it")
+    extra = source.iloc[[0]].assign(**{PLATE: plate})
     extra[WELL] = extra[WELL].astype(str) + "+"
     return pd.concat([profiles, extra], ignore_index=True)
 

@@ -183,7 +183,7 @@ def read_fields(fields: pd.DataFrame, progress: bool = True) -> tuple[list[np.nd
 
 
 class _Tiles(NamedTuple):
-    """The filtered, normalised tiles of one field and where they come from."""
+    """The filtered tiles of one field (raw or normalised) and where they come from."""
 
     row: int
     tiles: np.ndarray
@@ -192,7 +192,7 @@ class _Tiles(NamedTuple):
 
 def field_tiles(
     fields: pd.DataFrame,
-    stats: ChannelStats,
+    stats: ChannelStats | None,
     crops: CropConfig,
     size: int,
     max_tiles_per_field: int | None,
@@ -200,7 +200,8 @@ def field_tiles(
     progress: bool,
 ) -> Iterator[_Tiles]:
     """Read every field of the table (as a :class:`~cellstudy.data.fieldstore.FieldStore` reads it) and yield its
-    filtered, normalised tiles.
+    filtered tiles, normalised (float32) with ``stats`` as in training, or as they are in the field (uint16) where
+    ``stats`` is ``None``.
 
     At most ``max_tiles_per_field`` tiles of a field are kept.
     """
@@ -222,7 +223,7 @@ def field_tiles(
         if max_tiles_per_field is not None and len(tiles) > max_tiles_per_field:
             chosen = np.sort(np.random.default_rng([seed, row]).choice(len(tiles), max_tiles_per_field, replace=False))
             tiles, corners = tiles[chosen], corners[chosen]
-        yield _Tiles(row, normalise(tiles, stats, crops.standardise), corners)
+        yield _Tiles(row, tiles if stats is None else normalise(tiles, stats, crops.standardise), corners)
 
 
 def featurise_in_batches(

@@ -47,6 +47,7 @@ from cellstudy.columns import (
     PLATE,
     ROW,
     SAMPLE,
+    SOURCE_PLATE,
     TARGET_LIST,
     TIMEPOINT,
     WELL,
@@ -985,7 +986,7 @@ def design(config: SimulationConfig) -> pd.DataFrame:
         wells = wells[plate_rank <= config.n_replicate_plates]
     wells = wells[_is_simulated(wells, genes)]
     wells = wells[_negcon_subset(wells, config)]
-    wells = wells.assign(Metadata_source_plate=wells[PLATE], Metadata_Plate="SIM_" + wells[PLATE])
+    wells = wells.assign(**{SOURCE_PLATE: wells[PLATE], PLATE: "SIM_" + wells[PLATE]})
     return wells.reset_index(drop=True)
 
 

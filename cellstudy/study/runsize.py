@@ -6,6 +6,8 @@ Three sizes, each one frozen :class:`RunSize`, all defined here and nowhere else
 - ``default``: the study as the book shows it, sized for a 2-core laptop (about 25 minutes).
 - ``full``: the real CPJUMP1 plates of the Cell Painting Gallery (:attr:`RunSize.gallery`), the GPU
   training preset, and the paper's null size.
+- ``full-rehearsal``: the ``full`` path at ``quick`` size, against a local copy of the Gallery's layout
+  (``make rehearse-full``): every step of a ``full`` run, on CPUs, in minutes.
 
 A notebook takes the size's name as its papermill parameter ``run_size``; a variant for a test or an
 experiment is ``dataclasses.replace(DEFAULT, map_null_size=1_000)``, passed in place of the name. Why
@@ -15,7 +17,7 @@ each default value is what it is: the book's "Decisions and measurements" page.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -94,6 +96,9 @@ class RunSize:
         Tiles per encoder call when embedding (the profiles do not depend on it).
     embedding_device
         ``cpu``, or ``auto``: a GPU when there is one.
+    training_processes
+        ``torchrun`` processes pre-training the Gallery's screen; ``None``: one per GPU, and ``torchrun`` only
+        when there are several. Set it to run the multi-process path on CPUs (gloo), as the rehearsal does.
     map_null_size
         Draws per permutation null of the retrieval tasks (the paper used 100,000).
     real_wells_null_size
@@ -124,6 +129,7 @@ class RunSize:
     mask_sweep_tiles_per_field: int | None
     pretraining_fields: int | None
     embedding_device: str = "cpu"
+    training_processes: int | None = None
     real_wells_null_size: int | None = None
     real_field_steps: float = 0.2
     store_workers: int = 2
@@ -199,7 +205,30 @@ FULL = RunSize(
 )
 """The real CPJUMP1 plates on GPUs: the GPU preset and every module default unchanged."""
 
-RUN_SIZES = {size.name: size for size in (QUICK, DEFAULT, FULL)}
+FULL_REHEARSAL = RunSize(
+    name="full-rehearsal",
+    simulation=replace(QUICK_CONFIG, n_replicate_plates=None, fields_per_well=2),
+    gallery=GallerySelection(plates=FULL_PLATES, fields=(1, 2)),
+    planted_truth=False,
+    training_preset=QUICK.training_preset,
+    mae=QUICK.mae,
+    dino=QUICK.dino,
+    pretraining_fields=QUICK.pretraining_fields,
+    map_null_size=QUICK.map_null_size,
+    label_efficiency=QUICK.label_efficiency,
+    mask_sweep=QUICK.mask_sweep,
+    mask_sweep_tiles_per_field=QUICK.mask_sweep_tiles_per_field,
+    embedding_device=FULL.embedding_device,
+    training_processes=2,
+    real_wells_null_size=QUICK.real_wells_null_size,
+    pixel_sample=QUICK.pixel_sample,
+    control_fields=QUICK.control_fields,
+)
+"""The ``full`` path (the Gallery's plates, their published profiles, no planted truth, ``torchrun``) at ``quick``
+size on 2 CPU processes. Its simulation is also the screen the rehearsal's local Gallery serves as the ten
+plates of :data:`FULL_PLATES` (every replicate plate, fields 1 and 2)."""
+
+RUN_SIZES = {size.name: size for size in (QUICK, DEFAULT, FULL, FULL_REHEARSAL)}
 """The run sizes by name."""
 
 

@@ -51,6 +51,8 @@ QUERY_METHODS = ("dino", "mae", "classical", "oracle")
 CLASSICAL_WELLS = "classical_wells.csv"
 """File name of the classical well profiles: cp-measure's of the simulated screen, or the published
 CellProfiler profiles of the downloaded plates."""
+DECODED_FOLDER = "decoded"
+"""Folder of a screen's decoded field store, beside its images."""
 TRAINING_FIELDS = "training_fields.csv"
 """Field table of a pre-training run from disk, written to its model folder for the ``torchrun`` processes."""
 
@@ -144,7 +146,7 @@ class Study:
     @property
     def decoded_dir(self) -> Path:
         """The decoded field store of the study's screen (:mod:`cellstudy.data.decodedstore`), beside its images."""
-        return (self.gallery_dir if self.real_screen else self.simulation_dir) / "decoded"
+        return (self.gallery_dir if self.real_screen else self.simulation_dir) / DECODED_FOLDER
 
     @property
     def profiles_dir(self) -> Path:
@@ -170,11 +172,15 @@ class Study:
         """The consensus profiles (one row per perturbation, post-processed), for ``cellstudy query``."""
         return self.well_profiles_path(method).with_name(f"{method}_consensus.csv")
 
-    def classical_wells_path(self) -> Path:
+    def classical_wells_path(self, simulated: bool | None = None) -> Path:
         """The classical well profiles: cp-measure's beside the simulated screen, or the published CellProfiler
         profiles of the downloaded plates.
+
+        ``simulated``: those of the simulated screen (``True``, as the simulated benchmark writes at every size) or
+        of the Gallery's plates (``False``); ``None``: of the study's screen.
         """
-        return (self.gallery_dir if self.real_screen else self.simulation_dir) / CLASSICAL_WELLS
+        simulated = not self.real_screen if simulated is None else simulated
+        return (self.simulation_dir if simulated else self.gallery_dir) / CLASSICAL_WELLS
 
     # --- saving and reading ---------------------------------------------------------------------------
     def save_table(self, table: pd.DataFrame, name: str, index: bool = False) -> Path:
@@ -256,14 +262,21 @@ class Study:
         five channels; the skipped ones are in the report beside it. ``config``: where the Gallery is
         (default :func:`cellstudy.data.gallery.config_from_env`).
         """
-        table = self._screen_tiff_fields(config, progress)
+        if not self.real_screen:
+            return self.simulated_fields(self.simulated_screen(progress), progress)
+        table = self._gallery_fields(config, progress)
         return decodedstore.convert_fields(table, self.decoded_dir, self.size.store_workers, progress)
 
-    def _screen_tiff_fields(self, config: gallery.GalleryConfig | None, progress: bool) -> pd.DataFrame:
-        """The field table of the study's screen as simulated or downloaded (TIFFs only)."""
+    def simulated_fields(self, screen: simulate.SimulationResult, progress: bool = True) -> pd.DataFrame:
+        """The field table of the simulated ``screen``, each field decoded once into the store beside its images
+        (at every size: the simulated benchmark reads it also when the study's screen is the Gallery's).
+        """
+        folder = self.simulation_dir / DECODED_FOLDER
+        return decodedstore.convert_fields(screen.field_table(), folder, self.size.store_workers, progress)
+
+    def _gallery_fields(self, config: gallery.GalleryConfig | None, progress: bool) -> pd.DataFrame:
+        """The field table of the Gallery's plates as downloaded (TIFFs only)."""
         selection = self.size.gallery
-        if selection is None:
-            return self.simulated_screen(progress).field_table()
         folder, metadata, plates = self.gallery_dir, str(self.metadata_dir), self.gallery_plates()
         expected = gallery.screen_field_table(plates, folder, selection.fields, selection.wells, metadata)
         if not gallery.screen_is_downloaded(folder, expected):
@@ -311,17 +324,19 @@ class Study:
 
         A simulated screen is held in memory. The Gallery's fields are read from disk (their decoded files, where
         the table names them) as crops need them
-        (:class:`cellstudy.data.fieldstore.FieldStore`) and, with several GPUs, trained on by one ``torchrun``
-        process per GPU on the table written to ``model_dir`` as :data:`TRAINING_FIELDS`. A checkpoint of the
+        (:class:`cellstudy.data.fieldstore.FieldStore`) and, with several GPUs (or
+        :attr:`~cellstudy.study.runsize.RunSize.training_processes`), trained on by one ``torchrun`` process each
+        on the table written to ``model_dir`` as :data:`TRAINING_FIELDS`. A checkpoint of the
         same configuration in ``model_dir`` is resumed (:func:`cellstudy.training.train.resumable`).
         """
         resume = train.resumable(model_dir, config)
         if not self.real_screen:
             fields, names = embed.read_fields(training_table)
             return train.train(config, fields, model_dir, names=names, resume=resume).step
-        if torch.cuda.device_count() > 1:
+        processes = self.size.training_processes or torch.cuda.device_count()
+        if processes > 1:
             table = write_field_table(training_table, Path(model_dir) / TRAINING_FIELDS)
-            distributed.torchrun_train(config, table, model_dir, torch.cuda.device_count(), resume=resume)
+            distributed.torchrun_train(config, table, model_dir, processes, resume=resume)
             return train.load_encoder(Path(model_dir) / train.ENCODER).step
         store = FieldStore(training_table)
         return train.train(config, store, model_dir, names=store.names, resume=resume).step
