@@ -1,5 +1,7 @@
 """Tests for cellstudy.evaluation.probe: kNN against scikit-learn, held-out plates, accuracy on planted profiles."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,6 +159,29 @@ def test_compare_encoders_scores_pretrained_random_and_pixel_features(tmp_path):
     table = probe.comparison_table(result)
     assert table["features"].tolist() == ["pre-trained"] * 2 + ["random init"] * 2 + ["pixel statistics"] * 2
     assert table["Metadata_modality"].tolist() == ["compound", "all"] * 3
+
+
+def test_compare_encoders_loads_both_encoders_on_the_device_asked(monkeypatch):
+    """The pre-trained and the random-init encoder go to ``device`` (the GPU of a full run), not the CPU."""
+    seen = []
+
+    class Loaded(Exception):
+        """Stops the comparison once both encoders are loaded."""
+
+    def pretrained(path, device):
+        seen.append(("pre-trained", device))
+        return SimpleNamespace(method="mae", encoder=None)
+
+    def random_init(path, seed, device):
+        seen.append(("random init", device))
+        raise Loaded
+
+    monkeypatch.setattr(probe, "load_encoder", pretrained)
+    monkeypatch.setattr(probe.embed, "random_init_encoder", random_init)
+    monkeypatch.setattr(probe.embed, "encoder_featuriser", lambda encoder, pooling: None)
+    with pytest.raises(Loaded):
+        probe.compare_encoders("encoder.pt", pd.DataFrame(), device="cuda")
+    assert seen == [("pre-trained", "cuda"), ("random init", "cuda")]
 
 
 def test_paired_difference_matches_the_accuracy_gap_on_shared_wells():
