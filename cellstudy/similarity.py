@@ -9,6 +9,7 @@ An all-zero row has no direction: it is kept as zeros, so its cosine with every 
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 
 def unit_rows(values: np.ndarray) -> np.ndarray:
@@ -25,21 +26,15 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
 
 
 def negative_distance(a: np.ndarray, b: np.ndarray | None = None, sign_free: bool = False) -> np.ndarray:
-    """Minus the Euclidean distance of every row of ``a`` to every row of ``b`` (default: ``a`` itself).
+    """Minus the Euclidean distance of every row of ``a`` to every row of ``b`` (default: ``a`` itself; SciPy's
+    ``cdist``).
 
     ``sign_free``: minus ``min(|a - b|, |a + b|)``, so that a profile and its mirror image count as alike, as the
     absolute cosine lets anti-correlated profiles count as alike.
     """
     a = np.asarray(a, dtype=float)
     b = a if b is None else np.asarray(b, dtype=float)
-    distance = np.sqrt(np.maximum(_squared_distances(a, b), 0.0))
+    distance = cdist(a, b)
     if sign_free:
-        distance = np.minimum(distance, np.sqrt(np.maximum(_squared_distances(a, -b), 0.0)))
+        distance = np.minimum(distance, cdist(a, -b))
     return -distance
-
-
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``|a_i - b_j|^2`` for every pair of rows (exact differences for one feature, the expanded square otherwise)."""
-    if a.shape[1] == 1:
-        return (a[:, 0][:, None] - b[:, 0][None, :]) ** 2
-    return (a**2).sum(axis=1)[:, None] + (b**2).sum(axis=1)[None, :] - 2 * a @ b.T

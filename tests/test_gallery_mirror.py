@@ -40,8 +40,14 @@ def source(design, tmp_path_factory) -> pd.DataFrame:
         for field in (1, 2):
             image = rng.integers(0, 65535, size=(5, 12, 16), dtype=np.uint16)
             write_field(folder / well.Metadata_Plate, well.Metadata_Well, field, image)
-            rows.append({**well._asdict(), "folder": str(folder / well.Metadata_Plate), "well": well.Metadata_Well})
-            rows[-1]["field"] = field
+            rows.append(
+                {
+                    **well._asdict(),
+                    "folder": str(folder / well.Metadata_Plate),
+                    "well": well.Metadata_Well,
+                    "field": field,
+                }
+            )
     return pd.DataFrame(rows).drop(columns="Index")
 
 

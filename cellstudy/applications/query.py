@@ -52,10 +52,10 @@ from cellstudy.columns import (
 from cellstudy.data import cpjump1
 from cellstudy.evaluation.significance import TIE_TOLERANCE
 from cellstudy.profiling.profiles import (
-    _require_named_columns,
     feature_columns,
     gene_profiles,
     metadata_columns,
+    require_columns,
     treatment_profiles,
 )
 from cellstudy.similarity import cosine_similarity
@@ -349,7 +349,7 @@ def true_target_ranks(
     names a phenotype-sharing gene outside the annotation).
     """
     if truth is not None:
-        _require_named_columns(truth, [CELL_TYPE, SAMPLE, GENE, "annotated", "shares_phenotype"], "ground truth pairs")
+        require_columns(truth, [CELL_TYPE, SAMPLE, GENE, "annotated", "shares_phenotype"], "ground truth pairs")
         truth_of = dict(tuple(truth.groupby([CELL_TYPE, SAMPLE], sort=False)))
     features = feature_columns(consensus)
     comparisons = _comparisons(compound_profiles(consensus), _all_gene_profiles(consensus, modalities))

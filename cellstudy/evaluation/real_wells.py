@@ -40,7 +40,7 @@ from cellstudy.columns import (
 from cellstudy.data import real_wells
 from cellstudy.evaluation import compare, retrieval, significance
 from cellstudy.evaluation.retrieval import SUMMARY_COLUMNS, MapSettings
-from cellstudy.profiling.profiles import PostProcessing, metadata_columns, postprocess
+from cellstudy.profiling.profiles import PostProcessing, metadata_columns, postprocess, require_columns
 from cellstudy.stats import bootstrap_ci
 
 DATA_LABEL = "real CPJUMP1 wells (phenotype-probability features)"
@@ -59,12 +59,6 @@ POSTPROCESSING = PostProcessing(variance_filter=False, sphering=False, robustize
 sphering (15 features, several near-collinear probabilities) and no feature selection (too few features to select)."""
 BY_CONDITION = [compare.METHOD, *SUMMARY_COLUMNS]
 """One summary row per feature set, task and condition (cell type, modality, time points)."""
-
-
-def _require(table: pd.DataFrame, columns: list[str], name: str) -> None:
-    missing = [column for column in columns if column not in table.columns]
-    if missing:
-        raise ValueError(f"{name} lack column(s) {missing}")
 
 
 def feature_sets(final: pd.DataFrame, shuffled: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -90,7 +84,7 @@ def feature_sets(final: pd.DataFrame, shuffled: pd.DataFrame) -> dict[str, pd.Da
     """
     features = real_wells.feature_names()
     for table, name in ((final, "final real wells"), (shuffled, "shuffled real wells")):
-        _require(table, [PLATE, WELL, CELL_COUNT, *features], name)
+        require_columns(table, [PLATE, WELL, CELL_COUNT, *features], name)
     keys = [PLATE, WELL]
     if not final[keys].reset_index(drop=True).equals(shuffled[keys].reset_index(drop=True)):
         raise ValueError("the final and shuffled real wells list different (plate, well) pairs")

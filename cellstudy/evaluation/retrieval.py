@@ -79,7 +79,7 @@ from cellstudy.columns import (
 )
 from cellstudy.data import cpjump1
 from cellstudy.evaluation import significance
-from cellstudy.profiling.profiles import consensus, feature_columns, metadata_columns, negcon_mask
+from cellstudy.profiling.profiles import consensus, feature_columns, metadata_columns, negcon_mask, require_columns
 from cellstudy.similarity import cosine_similarity, negative_distance
 
 SIMILARITIES = ("cosine", "euclidean")
@@ -176,12 +176,6 @@ COMPOUND_GENE_RULE = PairRule(
     (TARGETS,), (MODALITY,), (), (TARGETS, MODALITY), distance="abs_cosine", multilabel=TARGETS
 )
 """A compound and a genetic perturbation of one of its targets; pairs within a modality are never used."""
-
-
-def _require_columns(table: pd.DataFrame, columns: Iterable[str], name: str) -> None:
-    missing = [column for column in columns if column not in table.columns]
-    if missing:
-        raise ValueError(f"{name} lack column(s) {missing}")
 
 
 def _similarity_lookup(values: np.ndarray, absolute: bool, measure: str = "cosine") -> tuple[np.ndarray, Callable]:
@@ -321,7 +315,7 @@ def average_precisions(profiles: pd.DataFrame, rule: PairRule, settings: MapSett
         A rule column is absent, a profile is all zero or not finite, or (single-label rules) a profile
         has a positive but no negative partner.
     """
-    _require_columns(profiles, rule.columns, "profiles")
+    require_columns(profiles, rule.columns, "profiles")
     if rule.multilabel is None:
         _require_negatives(profiles, rule)
     else:
@@ -497,7 +491,7 @@ def replicate_queries(profiles: pd.DataFrame, settings: MapSettings = MapSetting
     The APs of the non-control wells per group; scored (:func:`score`): one row per group and
     perturbation: ``task``, :data:`GROUP_COLUMNS`, ``Metadata_broad_sample``, :data:`SCORE_COLUMNS`.
     """
-    _require_columns(profiles, [*GROUP_COLUMNS, PLATE, NEGCON, SAMPLE], "profiles")
+    require_columns(profiles, [*GROUP_COLUMNS, PLATE, NEGCON, SAMPLE], "profiles")
     negcon_mask(profiles)
     check_wells(profiles)
     wells = _without_empty(profiles)
@@ -508,7 +502,7 @@ def replicate_queries(profiles: pd.DataFrame, settings: MapSettings = MapSetting
 def retrieved_only(consensus_profiles: pd.DataFrame, replicate_results: pd.DataFrame) -> pd.DataFrame:
     """The consensus profiles of perturbations retrieved in replicate retrieval (same group and sample)."""
     keys = [*GROUP_COLUMNS, SAMPLE]
-    _require_columns(replicate_results, [*keys, "retrieved"], "replicate results")
+    require_columns(replicate_results, [*keys, "retrieved"], "replicate results")
     retrieved = replicate_results.loc[replicate_results["retrieved"].eq(True), keys].drop_duplicates()
     return consensus_profiles.merge(retrieved, on=keys, how="inner")
 
@@ -520,7 +514,7 @@ def matchable(consensus_profiles: pd.DataFrame) -> pd.DataFrame:
     the replicable ones of each group (:func:`_replicable`). :data:`TARGETS` is ``Metadata_target_list``
     split on ``|``.
     """
-    _require_columns(consensus_profiles, [*GROUP_COLUMNS, SAMPLE, NEGCON, TARGET_LIST], "consensus profiles")
+    require_columns(consensus_profiles, [*GROUP_COLUMNS, SAMPLE, NEGCON, TARGET_LIST], "consensus profiles")
     negcon_mask(consensus_profiles)
     profiles = _without_empty(consensus_profiles)
     profiles = profiles[~profiles[NEGCON] & profiles[TARGET_LIST].notna()]
@@ -572,7 +566,7 @@ def sister_queries(
             modality = labels[MODALITY]
             rows = _replicable(rows, replicate_results)
             if modality == "crispr":
-                _require_columns(rows, [GENE], "CRISPR consensus profiles")
+                require_columns(rows, [GENE], "CRISPR consensus profiles")
                 rows = _genes_with_sisters(rows)
             if modality in SISTER_RULES:
                 yield labels, rows, SISTER_RULES[modality]
@@ -731,7 +725,7 @@ def fraction_retrieved(results: pd.DataFrame, by: Sequence[str] | None = None) -
     ``fraction_retrieved`` (NaN for a group without units) and ``mean_average_precision``.
     """
     by = [column for column in SUMMARY_COLUMNS if column in results.columns] if by is None else list(by)
-    _require_columns(results, [*by, "n_profiles", "retrieved", "mean_average_precision", "perturbations"], "results")
+    require_columns(results, [*by, "n_profiles", "retrieved", "mean_average_precision", "perturbations"], "results")
     units = results.assign(
         retrieved=results["retrieved"].astype(float).where(results["n_profiles"] > 0),
         perturbations=results["perturbations"].where(results["n_profiles"] > 0),

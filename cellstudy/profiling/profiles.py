@@ -25,7 +25,7 @@ feature selection).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -174,15 +174,16 @@ def metadata_columns(profiles: pd.DataFrame) -> list[str]:
     return [column for column in profiles.columns if str(column).startswith(METADATA_PREFIX)]
 
 
-def _require_columns(profiles: pd.DataFrame, columns: Sequence[str]) -> None:
-    missing = [column for column in columns if column not in profiles.columns]
+def require_columns(table: pd.DataFrame, columns: Iterable[str], name: str = "profiles") -> None:
+    """Raise a ``ValueError`` naming ``name`` and the ``columns`` that ``table`` lacks, if any."""
+    missing = [column for column in columns if column not in table.columns]
     if missing:
-        raise ValueError(f"profiles lack column(s) {missing}")
+        raise ValueError(f"{name} lack column(s) {missing}")
 
 
 def negcon_mask(profiles: pd.DataFrame) -> pd.Series:
     """Boolean mask of negative-control rows, checking that ``Metadata_negcon`` exists and is boolean."""
-    _require_columns(profiles, [NEGCON])
+    require_columns(profiles, [NEGCON])
     mask = profiles[NEGCON]
     if not pd.api.types.is_bool_dtype(mask):
         raise ValueError(
@@ -265,7 +266,7 @@ def robustize_per_plate(profiles: pd.DataFrame) -> pd.DataFrame:
         A plate has no negative-control well (the message names it), or every
         feature has zero MAD on some plate.
     """
-    _require_columns(profiles, [PLATE])
+    require_columns(profiles, [PLATE])
     features = feature_columns(profiles)
     negcon = negcon_mask(profiles)
     without = sorted(set(profiles[PLATE]) - set(profiles.loc[negcon, PLATE]))
@@ -346,7 +347,7 @@ def consensus(profiles: pd.DataFrame, by: Sequence[str] = CONSENSUS_BY) -> pd.Da
         A ``by`` column is absent or has missing values (the message names it).
     """
     by = list(by)
-    _require_columns(profiles, by)
+    require_columns(profiles, by)
     missing = [column for column in by if profiles[column].isna().any()]
     if missing:
         raise ValueError(f"consensus key column(s) {missing} have missing values")
@@ -375,16 +376,10 @@ def cosine_similarity_matrix(profiles: pd.DataFrame) -> np.ndarray:
     return cosine_similarity(profiles[feature_columns(profiles)].to_numpy(dtype=float))
 
 
-def _require_named_columns(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    missing = [column for column in columns if column not in table.columns]
-    if missing:
-        raise ValueError(f"{name} lack column(s) {missing}")
-
-
 def treatment_profiles(consensus: pd.DataFrame) -> pd.DataFrame:
     """Rows that are neither negative controls nor empty wells, checked to be one per perturbation and condition."""
     keys = [CELL_TYPE, MODALITY, TIMEPOINT, SAMPLE]
-    _require_named_columns(consensus, [*keys, NEGCON], "consensus profiles")
+    require_columns(consensus, [*keys, NEGCON], "consensus profiles")
     repeated = consensus[consensus.duplicated(keys, keep=False)]
     if not repeated.empty:
         raise ValueError(
@@ -416,7 +411,7 @@ def gene_profiles(consensus: pd.DataFrame, modality: str) -> pd.DataFrame:
     features = feature_columns(consensus)
     genetic = treatment_profiles(consensus)
     genetic = genetic[genetic[MODALITY] == modality]
-    _require_named_columns(genetic, [GENE], f"{modality} consensus profiles")
+    require_columns(genetic, [GENE], f"{modality} consensus profiles")
     genetic = genetic[genetic[GENE].notna()]
     groups = genetic.groupby([CELL_TYPE, MODALITY, TIMEPOINT, GENE], sort=True)
     counts = groups.size().rename(N_PERTURBATIONS)
